@@ -1,0 +1,58 @@
+"""The artifact kinds stages hand each other, and what each must contain.
+
+A kind's ``kind_version`` changes whenever its layout changes incompatibly;
+consumers state which versions they read. ``required_files`` are paths relative
+to the artifact directory that must exist in addition to whatever the manifest's
+``files`` table lists; ``produced_by`` tells a user how to make one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ArtifactError
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """A named, versioned artifact layout."""
+
+    name: str
+    kind_version: int
+    description: str
+    produced_by: str
+    required_files: tuple[str, ...] = ()
+
+
+MEGATRON_DATASET = ArtifactKind(
+    name="megatron-dataset",
+    kind_version=1,
+    description=(
+        "Tokenized corpus in Megatron .bin/.idx format, one <prefix>_<json_key>_document pair per "
+        "JSON key, plus the tokenizer files under tokenizer/. summary.datasets lists the prefixes; "
+        "summary.tokenizer describes the tokenizer (type, files, vocab_size, eod_id)."
+    ),
+    produced_by="bignlp-dataprep preprocess --input FILE --output-prefix DIR/NAME ...",
+)
+
+GPT_CHECKPOINT = ArtifactKind(
+    name="gpt-checkpoint",
+    kind_version=1,
+    description=(
+        "One training checkpoint: a torch.distributed.checkpoint directory (model, optimizer, "
+        "scheduler, data position, RNG), the resolved training config as config.yaml and the "
+        "tokenizer files under tokenizer/."
+    ),
+    produced_by="bignlp-train pretrain --config gpt3/tiny-cpu model.data.data_prefix=[1.0,DIR/NAME_text_document]",
+    required_files=("config.yaml", "dcp/.metadata"),
+)
+
+KINDS: dict[str, ArtifactKind] = {k.name: k for k in (MEGATRON_DATASET, GPT_CHECKPOINT)}
+
+
+def get_kind(name: str) -> ArtifactKind:
+    """Look up a kind by name, with a clear error for an unknown one."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ArtifactError(f"unknown artifact kind {name!r}; known kinds: {', '.join(sorted(KINDS))}") from None
