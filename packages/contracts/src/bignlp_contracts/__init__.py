@@ -7,7 +7,16 @@ exit codes, and run-environment discovery for multi-process stages.
 """
 
 from .atomic import atomic_directory, atomic_output_file, atomic_write_bytes, atomic_write_text
-from .config import apply_overrides, dump_config, from_dict, load_config, load_yaml, parse_override, save_config, to_dict
+from .config import (
+    apply_overrides,
+    dump_config,
+    from_dict,
+    load_config,
+    load_yaml,
+    parse_override,
+    save_config,
+    to_dict,
+)
 from .errors import ArtifactError, BigNLPError, ConfigError, InputError, RetryableError, exit_on_error
 from .kinds import GPT_CHECKPOINT, KINDS, MEGATRON_DATASET, ArtifactKind, get_kind
 from .layout import (

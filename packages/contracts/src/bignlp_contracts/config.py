@@ -237,7 +237,7 @@ def resolve_config_path(name_or_path: str, builtin_dir: str | os.PathLike) -> Pa
         return shipped
     names = sorted(str(p.relative_to(builtin_dir).with_suffix("")) for p in builtin_dir.rglob("*.yaml"))
     close = difflib.get_close_matches(name_or_path, names, n=1)
-    hint = f"did you mean {close[0]}?" if close else f"shipped configs: {', '.join(names)}; or give a path to a .yaml file"
+    hint = f"did you mean {close[0]}?" if close else f"shipped: {', '.join(names)}; or give a path to a .yaml file"
     raise ConfigError(f"no config named {name_or_path!r}", hint=hint)
 
 

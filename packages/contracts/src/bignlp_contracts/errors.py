@@ -29,6 +29,9 @@ class BigNLPError(Exception):
             text += f" (fix: {' '.join(self.hint.split())})"
         return text
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class ConfigError(BigNLPError):
     """A config file, key, value or override is wrong. Exit code 2."""

@@ -95,7 +95,9 @@ class Manifest:
         return json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
-def describe_files(root: str | os.PathLike, relpaths: Iterable[str], *, hashes: Mapping[str, str] | None = None) -> dict:
+def describe_files(
+    root: str | os.PathLike, relpaths: Iterable[str], *, hashes: Mapping[str, str] | None = None
+) -> dict:
     """Size and sha256 of each file under ``root``; precomputed hashes are reused."""
     root = Path(root)
     hashes = hashes or {}

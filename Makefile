@@ -1,0 +1,65 @@
+# BigNLP front door. `make demo` and `make test` set everything up themselves.
+#
+# Torch: here we pin the CPU build that lies on local disk (TORCH_SPEC). On a GPU
+# cluster, bring your own: `make setup TORCH_SPEC=` keeps whatever torch the
+# environment (or an NGC container) already has.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DIR ?= results/demo
+PACKAGES := contracts dataprep train
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bignlp-setup
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint bench dist clean
+
+help: ## list the targets
+	@echo "BigNLP — raw text to a trained GPT, one CLI per stage"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install every package editable (idempotent)
+
+$(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(BIN)/python -m pip install -q $(foreach p,$(PACKAGES),-e "packages/$(p)[test]") ruff build "setuptools>=77" wheel
+	@touch $@
+
+demo: setup ## prepare the shipped corpus, train a tiny GPT on it, show where everything is
+	@rm -rf $(DEMO_DIR)
+	$(BIN)/bignlp-dataprep preprocess \
+	  --input tests/data/corpus/demo-en.jsonl.gz \
+	  --output-prefix $(DEMO_DIR)/data/demo-en \
+	  --json-keys text --tokenizer-type gpt2-bpe \
+	  --vocab-file tests/data/gpt2/vocab.json --merges-file tests/data/gpt2/merges.txt \
+	  --append-eod --workers 2
+	$(BIN)/bignlp-train pretrain --config gpt3/tiny-cpu \
+	  model.data.data_prefix=[1.0,$(DEMO_DIR)/data/demo-en_text_document] \
+	  exp_manager.explicit_log_dir=$(DEMO_DIR)/train
+	@echo
+	@echo "Artifacts:"
+	@echo "  dataset     $(DEMO_DIR)/data        (manifest.json, demo-en_text_document.bin/.idx, tokenizer/)"
+	@echo "  training    $(DEMO_DIR)/train       (config.yaml, metrics.jsonl)"
+	@echo "  checkpoint  $(DEMO_DIR)/train/checkpoints/$$(cat $(DEMO_DIR)/train/checkpoints/latest)"
+
+test: setup ## run every package's tests and the end-to-end tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS) packages tests
+
+lint: setup ## ruff over every package and the tests
+	$(BIN)/ruff check packages tests
+
+bench: setup ## throughput benchmarks, printed as ratios against baselines measured in the same run
+	$(BIN)/python tests/bench/bench_dataprep.py
+
+dist: setup ## one wheel per package into dist/
+	@rm -rf dist
+	@for p in $(PACKAGES); do $(BIN)/python -m build -q --wheel --no-isolation --outdir dist packages/$$p || exit 1; done
+	@ls -1 dist
+
+clean: ## remove the venv, build outputs and demo results
+	rm -rf $(VENV) dist results .pytest_cache
+	find packages -name '*.egg-info' -prune -exec rm -rf {} +
