@@ -1,0 +1,110 @@
+"""Static checks of the Pants build (Pants itself cannot run on our machines) and package layout."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+PACKAGES = sorted(p for p in (REPO / "packages").iterdir() if (p / "pyproject.toml").exists())
+DESIGN_TOP_LEVEL = {"packages", "slurm-templates", "Makefile", "pants.toml", "tests", "README.md"}
+
+
+def _build_calls(path: Path) -> list[ast.Call]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [n.value for n in tree.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
+
+
+def _kw(call: ast.Call, name: str):
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def _literal(node):
+    return ast.literal_eval(node) if node is not None else None
+
+
+def _requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.add(_norm(re.split(r"[<>=!~\[ ;]", line)[0]))
+    return names
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_top_level_is_the_design_card():
+    visible = {p.name for p in REPO.iterdir() if not p.name.startswith(".")} - {"dist", "results", "build"}
+    assert visible == DESIGN_TOP_LEVEL
+
+
+@pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.name)
+def test_package_shape(pkg: Path):
+    meta = tomllib.loads((pkg / "pyproject.toml").read_text())["project"]
+    stage = pkg.name
+    assert meta["name"] == f"bignlp-{stage}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["version"])
+    module = "bignlp_" + stage.replace("-", "_")
+    assert (pkg / "src" / module / "__init__.py").is_file()
+    for doc in ("README.md", "CHANGELOG.md", "BUILD"):
+        assert (pkg / doc).is_file(), f"{pkg.name} lacks {doc}"
+    assert list((pkg / "tests").glob("test_*.py")), f"{pkg.name} has no tests"
+    if stage != "contracts":
+        assert meta["scripts"] == {f"bignlp-{stage}": f"{module}.cli:main"}
+        assert (pkg / "src" / module / "__main__.py").is_file()
+
+
+@pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.name)
+def test_build_file_agrees_with_pyproject(pkg: Path):
+    meta = tomllib.loads((pkg / "pyproject.toml").read_text())["project"]
+    calls = {c.func.id: c for c in _build_calls(pkg / "BUILD")}
+    assert {"python_sources", "python_tests", "python_distribution"} <= set(calls)
+    dist = calls["python_distribution"]
+    assert _literal(_kw(dist, "generate_setup")) is False
+    artifact = _kw(dist, "provides")
+    assert isinstance(artifact, ast.Call) and artifact.func.id == "python_artifact"
+    assert _literal(_kw(artifact, "name")) == meta["name"]
+    assert _literal(_kw(artifact, "version")) == meta["version"]
+
+
+@pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.name)
+def test_third_party_dependencies_are_in_the_packages_resolve(pkg: Path):
+    meta = tomllib.loads((pkg / "pyproject.toml").read_text())["project"]
+    deps = {_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in meta.get("dependencies", [])}
+    deps |= {_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in meta.get("optional-dependencies", {}).get("test", [])}
+    third_party = {d for d in deps if not d.startswith("bignlp-")}
+    sources = {c.func.id: c for c in _build_calls(pkg / "BUILD")}["python_sources"]
+    resolve = _kw(sources, "resolve")
+    resolve = "python-default" if resolve is None or isinstance(resolve, ast.Call) else _literal(resolve)
+    reqs = _requirement_names(REPO / "packages" / f"requirements-{resolve.replace('python-', '')}.txt")
+    assert third_party <= reqs, f"{pkg.name}: add {sorted(third_party - reqs)} to the {resolve} requirements"
+    if resolve == "python-default":
+        assert "torch" not in third_party, "torch belongs to the torch resolve only"
+
+
+def test_pants_toml_names_existing_resolves():
+    conf = tomllib.loads((REPO / "pants.toml").read_text())
+    resolves = set(conf["python"]["resolves"])
+    assert resolves == {"python-default", "torch"}
+    used = set()
+    for build in [REPO / "packages" / "BUILD", *(p / "BUILD" for p in PACKAGES)]:
+        for call in _build_calls(build):
+            node = _kw(call, "resolve")
+            if isinstance(node, ast.Call):  # parametrize("a", "b")
+                used |= {_literal(a) for a in node.args}
+            elif node is not None:
+                used.add(_literal(node))
+    assert used <= resolves
+    for build in (REPO / "packages").glob("*/BUILD"):
+        assert build.parent in PACKAGES
