@@ -30,5 +30,6 @@ docs = [*english("bible.web-en.rv1909-es.jsonl.gz", 600), *english("debian-refer
 out.parent.mkdir(parents=True, exist_ok=True)
 with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
     for doc in docs:
-        gz.write((json.dumps({"text": doc["text"], "lang": doc["lang"], "source": doc["source"]}, ensure_ascii=False) + "\n").encode())
+        record = {"text": doc["text"], "lang": doc["lang"], "source": doc["source"]}
+        gz.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
 print(f"{out}: {len(docs)} documents, {sum(len(d['text'].encode()) for d in docs) / 1e6:.2f} MB of text")

@@ -1,0 +1,99 @@
+"""Benchmark: bignlp-dataprep preprocess end to end vs the raw tiktoken GPT-2 encoder, same run, same text.
+
+Prints MB/s for both and the ratio ours/raw (target ≥ 0.8; FACTS.md: tiktoken does
+15.7 MB/s on 2 threads, Megatron-LM's preprocess_data.py 2.8 MB/s). The input is the
+shipped demo corpus repeated to BENCH_MB megabytes (default 30) of uncompressed JSONL.
+
+    python tests/bench/bench_dataprep.py [--mb 30] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
+GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def raw_encoder():
+    """tiktoken's Rust BPE built straight from the shipped vocab.json (no Python around it)."""
+    import tiktoken
+
+    vocab = json.loads((DATA / "gpt2" / "vocab.json").read_text(encoding="utf-8"))
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    byte_of = {chr(c): b for b, c in zip(bs, cs)}
+    ranks = {bytes(byte_of[ch] for ch in tok): i for tok, i in vocab.items() if tok != "<|endoftext|>"}
+    return tiktoken.Encoding("gpt2-bench", pat_str=GPT2_PAT, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256})
+
+
+def make_input(path: Path, mb: float) -> list[str]:
+    with gzip.open(DATA / "corpus" / "demo-en.jsonl.gz", "rt", encoding="utf-8") as f:
+        lines = f.readlines()
+    texts, size = [], 0
+    with open(path, "w", encoding="utf-8") as out:
+        while size < mb * 1e6:
+            for line in lines:
+                out.write(line)
+                size += len(line.encode())
+                texts.append(json.loads(line)["text"])
+    return texts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, default=float(os.environ.get("BENCH_MB", 30)))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+    tool = shutil.which("bignlp-dataprep", path=str(Path(sys.executable).parent)) or shutil.which("bignlp-dataprep")
+    if tool is None:
+        sys.exit("bignlp-dataprep is not installed: run make setup")
+    tmp = Path(tempfile.mkdtemp(prefix="bignlp-bench-"))
+    try:
+        inp = tmp / "bench.jsonl"
+        texts = make_input(inp, args.mb)
+        size_mb = inp.stat().st_size / 1e6
+
+        enc = raw_encoder()
+        t0 = time.perf_counter()
+        batch = 2000
+        with ThreadPoolExecutor(args.workers) as pool:  # tiktoken releases the GIL
+            list(pool.map(enc.encode_ordinary_batch, (texts[i:i + batch] for i in range(0, len(texts), batch))))
+        raw_s = time.perf_counter() - t0
+
+        cmd = [tool, "preprocess", "--input", str(inp), "--output-prefix", str(tmp / "out" / "bench"),
+               "--json-keys", "text", "--tokenizer-type", "gpt2-bpe", "--vocab-file", str(DATA / "gpt2" / "vocab.json"),
+               "--merges-file", str(DATA / "gpt2" / "merges.txt"), "--append-eod", "--workers", str(args.workers)]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ours_s = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    raw, ours = size_mb / raw_s, size_mb / ours_s
+    print(f"input: {size_mb:.1f} MB of English JSONL, {args.workers} workers/threads")
+    print(f"raw tiktoken encode_ordinary_batch (text only): {raw:6.2f} MB/s")
+    print(f"bignlp-dataprep preprocess (read+parse+tokenize+write, whole process): {ours:6.2f} MB/s")
+    print(f"ratio ours/raw: {ours / raw:.2f} (target >= 0.80)")
+
+
+if __name__ == "__main__":
+    main()
