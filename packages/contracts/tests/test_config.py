@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+
 from bignlp_contracts import ConfigError, apply_overrides, dump_config, load_config, parse_override
 from bignlp_contracts.config import resolve_config_path
 

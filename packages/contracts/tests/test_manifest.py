@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from bignlp_contracts import (
     MEGATRON_DATASET,
     ArtifactError,

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+
 from bignlp_contracts import ConfigError, discover_run_env, expand_hostlist
 
 
