@@ -120,3 +120,28 @@ def test_dump_roundtrip():
     cfg = load_config(Root, {"model": {"num_layers": 3}})
     again = load_config(Root, __import__("yaml").safe_load(dump_config(cfg)))
     assert again == cfg
+
+
+def test_interpolations_absolute_relative_env(monkeypatch):
+    from bignlp_contracts.config import resolve_interpolations
+
+    monkeypatch.setenv("BIGNLP_TEST_DIR", "/scratch")
+    data = {
+        "run": {"name": "gpt3_126m", "results_dir": "${oc.env:BIGNLP_TEST_DIR}/${.name}"},
+        "model": {"encoder_seq_length": 2048, "data": {"seq_length": "${model.encoder_seq_length}",
+                                                       "up": "${..encoder_seq_length}"}},
+        "other": "${oc.env:BIGNLP_UNSET_VAR,fallback}",
+    }
+    out = resolve_interpolations(data)
+    assert out["run"]["results_dir"] == "/scratch/gpt3_126m"
+    assert out["model"]["data"]["seq_length"] == 2048 and out["model"]["data"]["up"] == 2048
+    assert out["other"] == "fallback"
+
+
+def test_interpolation_errors():
+    from bignlp_contracts.config import resolve_interpolations
+
+    with pytest.raises(ConfigError, match=r"run.results_dir: interpolation \$\{base_results_dir\} names no key"):
+        resolve_interpolations({"run": {"results_dir": "${base_results_dir}/x"}})
+    with pytest.raises(ConfigError, match="cycle"):
+        resolve_interpolations({"a": "${b}", "b": "${a}"})

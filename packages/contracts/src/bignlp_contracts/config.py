@@ -5,6 +5,9 @@ Rules users rely on:
 - override values are YAML scalars (``lr=1e-4`` is a float, ``x=null`` is None,
   ``data_prefix=[1.0,/d/a]`` a list); a leading ``+``/``++`` is accepted as Hydra writes it;
 - floats written the way YAML 1.1 reads as strings (``6e-4``) are accepted;
+- OmegaConf-style interpolations in string values are resolved, as the seed's YAMLs use
+  them: ``${model.encoder_seq_length}`` (absolute), ``${.name}`` / ``${..x}`` (relative to
+  the key's own section), ``${oc.env:VAR}`` / ``${oc.env:VAR,default}``;
 - the resolved config is what gets saved next to an artifact (``save_config``).
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -85,6 +89,61 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             node = child
         node[path[-1]] = value
     return data
+
+
+_INTERP = re.compile(r"\$\{([^${}]+)\}")
+
+
+def resolve_interpolations(data: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``${...}`` in string values resolved."""
+
+    def lookup(expr: str, section: list[str], key: str, seen: tuple[str, ...]) -> Any:
+        where = ".".join([*section, key])
+        if expr.startswith("oc.env:"):
+            var, has_default, default = expr[len("oc.env:"):].partition(",")
+            value = os.environ.get(var.strip())
+            if value is None:
+                if not has_default:
+                    raise ConfigError(f"{where}: environment variable {var.strip()} is not set (from ${{{expr}}})")
+                value = default.strip()
+            return value
+        if expr.startswith("."):  # one dot: this key's section; each further dot: one section up
+            ups = len(expr) - len(expr.lstrip(".")) - 1
+            path = section[: len(section) - ups] + expr.lstrip(".").split(".") if ups <= len(section) else None
+        else:
+            path = expr.split(".")
+        node: Any = data
+        for part in path or ():
+            if not isinstance(node, dict) or part not in node:
+                node = _MISSING
+                break
+            node = node[part]
+        if path is None or node is _MISSING:
+            raise ConfigError(
+                f"{where}: interpolation ${{{expr}}} names no key of this config",
+                hint=f"set {where} directly, e.g. {where}=VALUE",
+            )
+        target = ".".join(path)
+        if target in seen:
+            raise ConfigError(f"{where}: interpolation cycle through {target}")
+        return resolve_value(node, path[:-1], path[-1], (*seen, target))
+
+    def resolve_value(value: Any, section: list[str], key: str, seen: tuple[str, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve_value(v, [*section, key], k, seen) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve_value(v, section, key, seen) for v in value]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        whole = _INTERP.fullmatch(value)
+        if whole:  # a lone interpolation keeps the referenced value's type
+            return lookup(whole.group(1).strip(), section, key, seen)
+        return _INTERP.sub(lambda m: str(lookup(m.group(1).strip(), section, key, seen)), value)
+
+    return {k: resolve_value(v, [], k, ()) for k, v in data.items()}
+
+
+_MISSING = object()
 
 
 def _deepcopy(obj: Any) -> Any:
@@ -256,4 +315,4 @@ def load_config(
     else:
         path = resolve_config_path(str(source), builtin_dir) if builtin_dir else Path(source)
         data = load_yaml(path)
-    return from_dict(cls, apply_overrides(data, overrides))
+    return from_dict(cls, resolve_interpolations(apply_overrides(data, overrides)))
