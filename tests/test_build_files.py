@@ -78,19 +78,36 @@ def test_build_file_agrees_with_pyproject(pkg: Path):
     assert _literal(_kw(artifact, "version")) == meta["version"]
 
 
+def _resolves(call: ast.Call) -> set[str]:
+    node = _kw(call, "resolve")
+    if node is None:
+        return {"python-default"}
+    if isinstance(node, ast.Call):  # parametrize("a", "b")
+        return {_literal(a) for a in node.args}
+    return {_literal(node)}
+
+
+def _third_party(specs: list[str]) -> set[str]:
+    names = {_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in specs}
+    return {n for n in names if not n.startswith("bignlp-")}
+
+
 @pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.name)
-def test_third_party_dependencies_are_in_the_packages_resolve(pkg: Path):
+def test_third_party_dependencies_are_in_the_packages_resolves(pkg: Path):
     meta = tomllib.loads((pkg / "pyproject.toml").read_text())["project"]
-    deps = {_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in meta.get("dependencies", [])}
-    deps |= {_norm(re.split(r"[<>=!~\[ ;]", d)[0]) for d in meta.get("optional-dependencies", {}).get("test", [])}
-    third_party = {d for d in deps if not d.startswith("bignlp-")}
-    sources = {c.func.id: c for c in _build_calls(pkg / "BUILD")}["python_sources"]
-    resolve = _kw(sources, "resolve")
-    resolve = "python-default" if resolve is None or isinstance(resolve, ast.Call) else _literal(resolve)
-    reqs = _requirement_names(REPO / "packages" / f"requirements-{resolve.replace('python-', '')}.txt")
-    assert third_party <= reqs, f"{pkg.name}: add {sorted(third_party - reqs)} to the {resolve} requirements"
-    if resolve == "python-default":
-        assert "torch" not in third_party, "torch belongs to the torch resolve only"
+    calls = {c.func.id: c for c in _build_calls(pkg / "BUILD")}
+    checks = [
+        (_third_party(meta.get("dependencies", [])), _resolves(calls["python_sources"])),
+        (_third_party(meta.get("optional-dependencies", {}).get("test", [])), _resolves(calls["python_tests"])),
+    ]
+    for deps, resolves in checks:
+        for resolve in resolves:
+            reqs = _requirement_names(REPO / "packages" / f"requirements-{resolve.replace('python-', '')}.txt")
+            assert deps <= reqs, f"{pkg.name}: add {sorted(deps - reqs)} to the {resolve} requirements"
+    if "torch" in _third_party(meta.get("dependencies", [])):
+        assert _resolves(calls["python_sources"]) == {"torch"}, "torch belongs to the torch resolve only"
+    else:
+        assert "python-default" in _resolves(calls["python_sources"]), f"{pkg.name} must install without torch"
 
 
 def test_pants_toml_names_existing_resolves():
@@ -100,11 +117,8 @@ def test_pants_toml_names_existing_resolves():
     used = set()
     for build in [REPO / "packages" / "BUILD", *(p / "BUILD" for p in PACKAGES)]:
         for call in _build_calls(build):
-            node = _kw(call, "resolve")
-            if isinstance(node, ast.Call):  # parametrize("a", "b")
-                used |= {_literal(a) for a in node.args}
-            elif node is not None:
-                used.add(_literal(node))
+            if _kw(call, "resolve") is not None:
+                used |= _resolves(call)
     assert used <= resolves
     for build in (REPO / "packages").glob("*/BUILD"):
         assert build.parent in PACKAGES

@@ -130,3 +130,20 @@ def test_atomic_output_file_failure_keeps_old(tmp_path):
         f.write(b"new")
         raise RuntimeError("boom")
     assert p.read_bytes() == b"old" and list(tmp_path.iterdir()) == [p]
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from bignlp_contracts import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

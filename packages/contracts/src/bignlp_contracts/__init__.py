@@ -32,6 +32,7 @@ from .manifest import (
     MANIFEST_NAME,
     Manifest,
     Producer,
+    git_commit,
     input_record,
     read_manifest,
     remove_manifest,
@@ -48,7 +49,7 @@ __all__ = [
     "Manifest", "Producer", "RetryableError", "RunEnv",
     "apply_overrides", "atomic_directory", "atomic_output_file", "atomic_write_bytes", "atomic_write_text",
     "checkpoint_dir_name", "dataset_prefix_name", "discover_run_env", "dump_config", "exit_on_error",
-    "expand_hostlist", "from_dict", "get_kind", "input_record", "latest_checkpoint", "load_config",
+    "expand_hostlist", "from_dict", "get_kind", "git_commit", "input_record", "latest_checkpoint", "load_config",
     "load_yaml", "parse_override", "read_checkpoint", "read_manifest", "remove_manifest", "resolve_dataset",
     "save_config", "set_latest_checkpoint", "sha256_file", "to_dict", "write_manifest",
 ]

@@ -15,6 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(fd: int) -> None:
+    # mkstemp creates 0600; artifacts live on shared filesystems and must be as readable
+    # as a plain open() would have made them.
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Flush a directory entry so a rename inside it survives a power loss."""
     fd = os.open(path, os.O_RDONLY)
@@ -32,6 +44,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _default_mode(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -59,6 +72,7 @@ def atomic_output_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _default_mode(fd)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -82,6 +96,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         old = None

@@ -1,0 +1,166 @@
+"""``bignlp-dataprep``: the command-line skin over the library (the only module importing click)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from bignlp_contracts import exit_on_error
+
+from . import __version__
+from .config import load_preprocess_config
+from .tokenizers import TOKENIZER_TYPES
+
+PROG = "bignlp-dataprep"
+_OVERRIDE = re.compile(r"^\+{0,2}[A-Za-z_][\w.]*=")
+
+
+def expand_greedy(args: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Rewrite ``--input a b`` as ``--input a --input b`` (argparse's ``nargs='+'``, which click lacks).
+
+    Values are taken up to the next option, a ``key=value`` override, or ``--``.
+    """
+    out: list[str] = []
+    greedy = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if greedy and not arg.startswith("-") and not _OVERRIDE.match(arg):
+            out += [greedy, arg]
+        elif arg in names:
+            greedy = arg
+            out.append(arg)
+            if i + 1 < len(args):  # the flag's first value, taken as-is
+                i += 1
+                out.append(args[i])
+        else:
+            greedy = arg.partition("=")[0] if arg.partition("=")[0] in names else None
+            out.append(arg)
+        i += 1
+    return out
+
+
+class GreedyCommand(click.Command):
+    """A command whose ``greedy`` options accept several values after one flag."""
+
+    greedy: tuple[str, ...] = ("--input", "--json-keys")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_greedy(args, self.greedy))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name=PROG)
+def main() -> None:
+    """Turn raw JSONL text into a tokenized Megatron dataset artifact.
+
+    The artifact (a directory with .bin/.idx pairs, the tokenizer files,
+    config.yaml and manifest.json) is what bignlp-train reads.
+
+    Example:
+
+    \b
+        bignlp-dataprep preprocess --input corpus.jsonl.gz --output-prefix data/corpus \\
+          --vocab-file vocab.json --merges-file merges.txt --append-eod --workers 8
+        bignlp-dataprep inspect data/corpus_text_document --show 1
+    """
+
+
+@main.command(cls=GreedyCommand)
+@click.option("--input", "inputs", multiple=True, metavar="FILE [FILE...]",
+              help="JSONL input(s), one JSON object per line: .jsonl/.json, plain, .gz or .zst. "
+                   "Several files after one flag or repeated flags; read in order into one dataset.")
+@click.option("--output-prefix", metavar="DIR/NAME",
+              help="Writes DIR/NAME_<key>_document.bin/.idx; DIR (created if missing) becomes the artifact "
+                   "directory with tokenizer/, config.yaml and manifest.json.")
+@click.option("--json-keys", multiple=True, metavar="KEY [KEY...]",
+              help="JSON key(s) to tokenize, one dataset per key; a list value is a list of sentences. "
+                   "[default: text]")
+@click.option("--tokenizer-type", type=click.Choice(list(TOKENIZER_TYPES)),
+              help="Tokenizer: gpt2-bpe (Megatron's name GPT2BPETokenizer is accepted). [default: gpt2-bpe]")
+@click.option("--vocab-file", metavar="PATH", help="GPT-2 vocab.json (Hugging Face layout); copied into the artifact.")
+@click.option("--merges-file", metavar="PATH", help="GPT-2 merges.txt matching --vocab-file; copied into the artifact.")
+@click.option("--append-eod/--no-append-eod", default=None,
+              help="Append the end-of-document token to every non-empty document (use it for GPT). [default: off]")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Tokenizing processes; the output is identical for any N. Fewer are started when the input "
+                   "holds under 4 batches per worker (starting one costs ~0.2 s). [default: 1]")
+@click.option("--batch-mb", type=click.FloatRange(min=0, min_open=True), metavar="MB",
+              help="Megabytes of JSONL per worker task. [default: 1.0]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE.yaml",
+              help="YAML file with any of the keys above (underscored: output_prefix, json_keys, ...). "
+                   "Flags and KEY=VALUE overrides win over it.")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def preprocess(config_file, overrides, inputs, **flags) -> None:
+    """Tokenize JSONL files into Megatron .bin/.idx files (Megatron-LM's tools/preprocess_data.py).
+
+    Each line is one document. Per --json-keys key, every sentence that
+    tokenizes to something becomes a sequence; with --append-eod the
+    document ends with <|endoftext|>. Trailing KEY=VALUE arguments
+    override config keys (e.g. workers=4). manifest.json is written last:
+    if it exists, the artifact is complete.
+
+    Example:
+
+    \b
+        bignlp-dataprep preprocess --input shard-00.jsonl.zst shard-01.jsonl.zst \\
+          --output-prefix data/pile --json-keys text --tokenizer-type gpt2-bpe \\
+          --vocab-file gpt2/vocab.json --merges-file gpt2/merges.txt --append-eod --workers 16
+    """
+    from .preprocess import artifact_paths
+    from .preprocess import preprocess as run_preprocess
+
+    for item in overrides:
+        if "=" not in item:
+            raise click.UsageError(f"unexpected argument {item!r}: overrides are KEY=VALUE (e.g. workers=4)")
+    flags["input"] = inputs
+    with exit_on_error(PROG):
+        cfg = load_preprocess_config(config_file, overrides, flags)
+        manifest = run_preprocess(cfg, progress=True)
+    s = manifest.summary
+    per_doc = s["num_tokens"] / s["num_documents"] if s["num_documents"] else 0.0
+    click.echo(f"{s['num_documents']:,} documents, {s['num_tokens']:,} tokens ({per_doc:,.1f} tokens/doc), "
+               f"{s['input_bytes'] / 1e6:,.2f} MB in {s['elapsed_s']:.1f} s ({s['mb_per_s']:.2f} MB/s)")
+    artifact_dir = Path(cfg.output_prefix).parent
+    click.echo(f"artifact: {artifact_dir}")
+    for path in artifact_paths(manifest, artifact_dir):
+        click.echo(f"  {path}")
+
+
+@main.command()
+@click.argument("path", metavar="DIR_OR_PREFIX")
+@click.option("--show", "num_show", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Also print the first N documents of each dataset, detokenized.")
+@click.option("--max-chars", type=click.IntRange(min=1), default=300, show_default=True, metavar="N",
+              help="Cut each shown document to N characters.")
+def inspect(path: str, num_show: int, max_chars: int) -> None:
+    """Check a dataset artifact and print what it holds.
+
+    DIR_OR_PREFIX is an artifact directory or one DIR/NAME_text_document
+    prefix in it. Fails (exit 3) if the artifact is incomplete or its
+    files do not match the manifest.
+
+    Example:
+
+    \b
+        bignlp-dataprep inspect data/ --show 2
+    """
+    from .inspect_dataset import inspect_dataset
+
+    with exit_on_error(PROG):
+        info = inspect_dataset(path, num_show=num_show)
+    tok = info["tokenizer"]
+    click.echo(f"artifact: {info['artifact_dir']}")
+    click.echo(f"tokenizer: {tok['type']} (vocab_size {tok['vocab_size']}, eod_id {tok['eod_id']})")
+    for d in info["datasets"]:
+        click.echo(f"{d['prefix']}: {d['num_documents']:,} documents, {d['num_sequences']:,} sequences, "
+                   f"{d['num_tokens']:,} tokens, {d['dtype']}")
+        for i, text in enumerate(d["shown"]):
+            cut = text if len(text) <= max_chars else text[:max_chars] + "…"
+            click.echo(f"  [{i}] {cut!r}")

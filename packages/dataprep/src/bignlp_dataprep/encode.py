@@ -1,0 +1,189 @@
+"""JSONL lines → token arrays, in this process or in a pool of worker processes.
+
+The unit of work is a ``LineBatch`` (about a megabyte of whole lines). The same
+function encodes it everywhere, and results are consumed in input order, so the
+output is byte-identical for any number of workers. Workers parse the JSON too:
+they get the file name and first line number with the bytes, so their errors
+still say ``FILE:LINE``. This module does not import numpy (plain ``array``
+does the packing), which keeps a worker's start-up short.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import multiprocessing
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from bignlp_contracts import InputError
+
+from .readers import LineBatch
+from .tokenizers import Tokenizer
+
+
+@dataclass(frozen=True)
+class EncodedKey:
+    """One JSON key's part of a batch, ready for ``IndexedDatasetWriter.add_documents``."""
+
+    tokens: bytes  # little-endian, in the .bin dtype
+    sequence_lengths: array.array  # int32, one per non-empty sentence
+    doc_num_sequences: array.array  # int64, one per document
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """The result for one ``LineBatch``: per-key token data plus counts for progress and the summary."""
+
+    num_documents: int
+    text_bytes: int
+    raw_bytes: int
+    keys: dict[str, EncodedKey]
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """The per-run settings every worker needs (small and picklable)."""
+
+    json_keys: tuple[str, ...]
+    append_eod: bool
+    typecode: str  # array module code of the .bin dtype: "H" (uint16) or "i" (int32)
+
+
+def _sentences(batch: LineBatch, keys: Sequence[str]) -> tuple[int, dict[str, list[str]], dict[str, list[int]]]:
+    """Parse the batch's lines: every key's sentences, flat, and how many each document has."""
+    try:
+        text = batch.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = batch.first_line + batch.data.count(b"\n", 0, exc.start)
+        raise InputError(f"{batch.source}:{line}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if batch.first_line == 1 and lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]  # a UTF-8 byte order mark is not JSON
+    sentences: dict[str, list[str]] = {k: [] for k in keys}
+    counts: dict[str, list[int]] = {k: [] for k in keys}
+    num_documents = 0
+    for lineno, line in enumerate(lines, start=batch.first_line):
+        if not line.strip():
+            continue  # blank lines (Megatron would stop with an error) are not documents
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{batch.source}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(doc, dict):
+            raise InputError(f"{batch.source}:{lineno}: expected a JSON object, got {type(doc).__name__}")
+        num_documents += 1
+        for key in keys:
+            try:
+                value = doc[key]
+            except KeyError:
+                have = ", ".join(map(repr, doc)) or "no keys"
+                raise InputError(f"{batch.source}:{lineno}: no key {key!r} (has: {have})") from None
+            if isinstance(value, str):
+                sentences[key].append(value)
+                counts[key].append(1)
+            elif isinstance(value, list) and all(isinstance(s, str) for s in value):
+                sentences[key].extend(value)
+                counts[key].append(len(value))
+            else:
+                raise InputError(
+                    f"{batch.source}:{lineno}: key {key!r} must be a string or a list of strings, "
+                    f"got {type(value).__name__}"
+                )
+    return num_documents, sentences, counts
+
+
+def encode_batch(batch: LineBatch, tokenizer: Tokenizer, options: EncodeOptions) -> EncodedBatch:
+    """Megatron's ``Encoder.encode`` for a batch of lines.
+
+    Per document and key: each sentence that tokenizes to something becomes a
+    sequence; with ``append_eod`` a non-empty document's last sequence gets the
+    EOD token; an empty document still counts (its index entry repeats).
+    """
+    num_documents, sentences, counts = _sentences(batch, options.json_keys)
+    eod = tokenizer.eod_id
+    out = {}
+    for key in options.json_keys:
+        ids = tokenizer.encode_batch(sentences[key])
+        flat: list[int] = []
+        lengths: list[int] = []
+        doc_num_sequences: list[int] = []
+        i = 0
+        for n in counts[key]:
+            first = len(lengths)
+            for sentence_ids in ids[i : i + n]:
+                if sentence_ids:
+                    flat += sentence_ids
+                    lengths.append(len(sentence_ids))
+            i += n
+            if options.append_eod and len(lengths) > first:
+                flat.append(eod)
+                lengths[-1] += 1
+            doc_num_sequences.append(len(lengths) - first)
+        out[key] = EncodedKey(
+            tokens=_little_endian(array.array(options.typecode, flat)),
+            sequence_lengths=array.array("i", lengths),
+            doc_num_sequences=array.array("q", doc_num_sequences),
+        )
+    return EncodedBatch(num_documents, len(batch.data), batch.raw_bytes, out)
+
+
+def _little_endian(values: array.array) -> bytes:
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tobytes()
+
+
+# Per-process state of a worker (set once by the pool initializer).
+_WORKER: tuple[Tokenizer, EncodeOptions] | None = None
+
+
+def _init_worker(tokenizer: Tokenizer, options: EncodeOptions) -> None:
+    global _WORKER
+    # Ctrl-C is the parent's to handle (it stops the pool); workers would only print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER = (tokenizer, options)
+
+
+def _encode_in_worker(batch: LineBatch) -> EncodedBatch:
+    assert _WORKER is not None, "worker not initialized"
+    return encode_batch(batch, *_WORKER)
+
+
+def encode_batches(
+    batches: Iterable[LineBatch],
+    tokenizer: Tokenizer,
+    options: EncodeOptions,
+    *,
+    workers: int,
+) -> Iterator[EncodedBatch]:
+    """Encode every batch, yielding results in input order.
+
+    With ``workers > 1`` a spawn-context process pool does the work (the
+    tokenizer is pickled to each worker once, which is cheaper than rebuilding
+    it there); at most
+    ``2 * workers`` batches are in flight, so memory stays bounded however
+    large the input (``Pool.imap`` would read ahead without limit).
+    """
+    if workers <= 1:
+        for batch in batches:
+            yield encode_batch(batch, tokenizer, options)
+        return
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe with threads (tqdm, tiktoken)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(tokenizer, options))
+    pending: deque[Future] = deque()
+    try:
+        for batch in batches:
+            pending.append(pool.submit(_encode_in_worker, batch))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,205 @@
+"""``preprocess``: JSONL files → a ``megatron-dataset`` artifact directory.
+
+Order of writes, so that a directory with ``manifest.json`` is always complete:
+remove any old manifest; stream tokens into temporary ``.bin`` files; write the
+``.idx`` files; rename all of them into place; copy the tokenizer files; save
+``config.yaml``; write ``manifest.json`` last. Any error removes the temporary
+files and leaves no manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from tqdm import tqdm
+
+from bignlp_contracts import (
+    MEGATRON_DATASET,
+    ArtifactError,
+    Manifest,
+    Producer,
+    atomic_output_file,
+    atomic_write_bytes,
+    dataset_prefix_name,
+    input_record,
+    read_manifest,
+    remove_manifest,
+    save_config,
+    to_dict,
+    write_manifest,
+)
+from bignlp_contracts.layout import TOKENIZER_DIR
+from bignlp_contracts.manifest import MANIFEST_NAME, git_commit
+
+from . import __version__
+from .config import PreprocessConfig
+from .encode import EncodeOptions, encode_batches
+from .indexed import IndexedDatasetWriter, optimal_dtype
+from .readers import InputFile, iter_batches
+from .tokenizers import build_tokenizer
+
+CONFIG_NAME = "config.yaml"
+TYPECODES = {np.dtype(np.uint16): "H", np.dtype(np.int32): "i"}
+COMPRESSION_RATIO = 4  # rough size of compressed JSONL text once decompressed
+
+
+def plan_workers(requested: int, files: list[InputFile], batch_bytes: int) -> int:
+    """How many worker processes are worth starting: at most one per 4 batches of input.
+
+    A worker costs ~0.2 s to start (a fresh interpreter, imports, the tokenizer),
+    about as long as tokenizing 4 MB in this process, so a small input is done
+    sooner without them; 1 means no pool. The output does not depend on it.
+    """
+    estimate = sum(f.size * (1 if f.compression == "none" else COMPRESSION_RATIO) for f in files)
+    return max(1, min(requested, estimate // (4 * batch_bytes)))
+
+
+def output_names(cfg: PreprocessConfig) -> list[str]:
+    """The dataset prefixes (file names without .bin/.idx) ``cfg`` produces, one per JSON key."""
+    name = Path(cfg.output_prefix).name
+    return [dataset_prefix_name(name, key) for key in cfg.json_keys]
+
+
+def check_artifact_dir(artifact_dir: Path, names: list[str]) -> None:
+    """Refuse to mix two datasets in one directory; re-running the same one is allowed.
+
+    A directory whose manifest describes another artifact, or a dataset with other
+    prefixes, is left alone with an ArtifactError.
+    """
+    if not (artifact_dir / MANIFEST_NAME).is_file():
+        return
+    try:
+        existing = read_manifest(artifact_dir, verify="none")
+    except ArtifactError as exc:
+        raise ArtifactError(f"{artifact_dir} already holds an artifact with an unreadable manifest: {exc.message}",
+                            hint="choose another --output-prefix directory, or delete the old artifact") from None
+    if existing.kind != MEGATRON_DATASET.name:
+        raise ArtifactError(f"{artifact_dir} already holds a {existing.kind!r} artifact",
+                            hint="choose another --output-prefix directory")
+    have = sorted(d.get("prefix", "?") for d in existing.summary.get("datasets", []))
+    if have != sorted(names):
+        raise ArtifactError(
+            f"{artifact_dir} already holds dataset {', '.join(have) or '(none)'}; "
+            f"this run would add {', '.join(names)} (one dataset artifact per directory)",
+            hint="use another directory in --output-prefix, or the same NAME and keys to overwrite",
+        )
+
+
+def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:
+    """Tokenize ``cfg.input`` into Megatron ``.bin/.idx`` pairs and return the artifact's manifest.
+
+    ``progress`` shows a tqdm bar over input bytes on stderr (when it is a terminal).
+    Raises InputError for unreadable or malformed input, ConfigError for a bad
+    tokenizer setting and ArtifactError if the directory holds another artifact.
+    """
+    start = time.perf_counter()
+    files = [InputFile(p) for p in cfg.input]
+    tokenizer = build_tokenizer(cfg.tokenizer)
+    prefix = Path(cfg.output_prefix)
+    artifact_dir = prefix.parent
+    names = output_names(cfg)
+    check_artifact_dir(artifact_dir, names)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    remove_manifest(artifact_dir)
+
+    mode = _file_mode()
+    dtype = optimal_dtype(tokenizer.vocab_size).newbyteorder("<")
+    options = EncodeOptions(cfg.json_keys, cfg.append_eod, TYPECODES[dtype.newbyteorder("=")])
+    batch_bytes = max(1, round(cfg.batch_mb * 1e6))
+    num_documents = 0
+    text_bytes = 0
+    bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, unit_divisor=1000,
+               desc="tokenizing", file=sys.stderr, disable=None if progress else True, dynamic_ncols=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        writers = {
+            key: IndexedDatasetWriter(_open_output(stack, artifact_dir / f"{name}.bin", mode), dtype)
+            for key, name in zip(cfg.json_keys, names)
+        }
+        batches = iter_batches(files, batch_bytes)
+        results = encode_batches(batches, tokenizer, options, workers=plan_workers(cfg.workers, files, batch_bytes))
+        for encoded in stack.enter_context(contextlib.closing(results)):  # closing: stop the pool on error
+            for key, part in encoded.keys.items():
+                writers[key].add_documents(part.tokens, part.sequence_lengths, part.doc_num_sequences)
+            num_documents += encoded.num_documents
+            text_bytes += encoded.text_bytes
+            bar.update(encoded.raw_bytes)
+        for key, name in zip(cfg.json_keys, names):
+            writers[key].write_index(_open_output(stack, artifact_dir / f"{name}.idx", mode))
+    # every .bin/.idx is renamed into place only here, after all were written
+
+    tok_files = {}
+    for key, (filename, source) in tokenizer.files().items():
+        rel = f"{TOKENIZER_DIR}/{filename}"
+        atomic_write_bytes(artifact_dir / rel, Path(source).read_bytes())
+        tok_files[key] = rel
+    save_config(cfg, artifact_dir / CONFIG_NAME)
+    for rel in [*tok_files.values(), CONFIG_NAME]:
+        os.chmod(artifact_dir / rel, mode)
+
+    elapsed = time.perf_counter() - start
+    datasets = [
+        {
+            "prefix": name,
+            "json_key": key,
+            "num_documents": writers[key].num_documents,
+            "num_sequences": len(writers[key].sequence_lengths),
+            "num_tokens": writers[key].num_tokens,
+            "dtype": dtype.name,
+        }
+        for key, name in zip(cfg.json_keys, names)
+    ]
+    summary = {
+        "datasets": datasets,
+        "tokenizer": {"type": tokenizer.type, **tok_files, "vocab_size": tokenizer.vocab_size,
+                      "eod_id": tokenizer.eod_id},
+        "num_documents": num_documents,
+        "num_tokens": sum(d["num_tokens"] for d in datasets),
+        "input_bytes": text_bytes,
+        "elapsed_s": round(elapsed, 3),
+        "mb_per_s": round(text_bytes / 1e6 / max(elapsed, 1e-9), 3),
+    }
+    bins = {f"{name}.bin": writers[key].sha256 for key, name in zip(cfg.json_keys, names)}
+    inputs = []
+    for f in files:
+        record = input_record(f.path, hash_files=False)
+        record["sha256"] = f.sha256  # hashed while streaming
+        inputs.append(record)
+    manifest = write_manifest(
+        artifact_dir,
+        MEGATRON_DATASET,
+        producer=Producer("bignlp-dataprep", __version__, git_commit(Path(__file__).parent)),
+        files=[*bins, *(f"{n}.idx" for n in names), *tok_files.values(), CONFIG_NAME],
+        config=to_dict(cfg),
+        inputs=inputs,
+        summary=summary,
+        hashes=bins,
+    )
+    os.chmod(artifact_dir / MANIFEST_NAME, mode)
+    return manifest
+
+
+def _file_mode() -> int:
+    """rw for everyone the umask allows: temporary files are created 0600, datasets are shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _open_output(stack: contextlib.ExitStack, path: Path, mode: int) -> BinaryIO:
+    """A temporary file renamed to ``path`` when ``stack`` closes without error (removed otherwise)."""
+    f = stack.enter_context(atomic_output_file(path))
+    os.fchmod(f.fileno(), mode)
+    return f
+
+
+def artifact_paths(manifest: Manifest, artifact_dir: str | os.PathLike) -> list[Path]:
+    """The .bin/.idx paths of a dataset manifest, for printing."""
+    artifact_dir = Path(artifact_dir)
+    return [artifact_dir / f"{d['prefix']}{ext}" for d in manifest.summary["datasets"] for ext in (".bin", ".idx")]
