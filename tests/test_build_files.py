@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from support import REPO
 
 PACKAGES = sorted(p for p in (REPO / "packages").iterdir() if (p / "pyproject.toml").exists())
 DESIGN_TOP_LEVEL = {"packages", "slurm-templates", "Makefile", "pants.toml", "tests", "README.md"}

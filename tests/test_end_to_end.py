@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bignlp_contracts import read_checkpoint, read_manifest, resolve_dataset
-from conftest import SHARED_DATA, console_script, run
+from support import SHARED_DATA, console_script, run
 
 TRAIN_STEPS = ["trainer.max_steps=16", "trainer.val_check_interval=8", "trainer.limit_val_batches=4"]
 

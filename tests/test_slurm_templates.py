@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, console_script, run
+from support import REPO, console_script, run
 
 TEMPLATES = sorted((REPO / "slurm-templates").glob("*.sbatch"))
 

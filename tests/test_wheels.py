@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run
+from support import REPO, run
 
 
 @pytest.fixture(scope="module")
