@@ -1,0 +1,190 @@
+"""Checkpoints in the ``gpt-checkpoint`` layout (see bignlp_contracts.layout).
+
+``RUN_DIR/checkpoints/step-00000100/`` holds ``dcp/`` (torch.distributed.checkpoint:
+model, optimizer, data position, scheduler step, RNG), ``config.yaml``,
+``tokenizer/`` and ``manifest.json``; ``checkpoints/latest`` names the newest.
+Each directory is built under a temporary name and renamed into place, so a
+crash never leaves a half-written checkpoint under a real name.
+
+DCP writes one shard per rank and reshards on load; with one process there is one
+shard, and a multi-rank save only needs every rank to call ``save_checkpoint``
+with its own (sharded) state and rank-keyed RNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pickle
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from bignlp_contracts import (
+    GPT_CHECKPOINT,
+    MANIFEST_NAME,
+    ArtifactError,
+    Producer,
+    atomic_directory,
+    checkpoint_dir_name,
+    latest_checkpoint,
+    read_manifest,
+    save_config,
+    set_latest_checkpoint,
+    to_dict,
+    write_manifest,
+)
+from bignlp_contracts.layout import CHECKPOINTS_DIR, TOKENIZER_DIR
+from bignlp_contracts.manifest import git_commit
+
+from . import __version__
+from .config import CheckpointCallbackParams, TrainConfig
+from .data import TokenizerInfo
+from .model import GPTConfig
+from .runtime import get_rng_state, set_rng_state
+
+DCP_DIR = "dcp"
+_RANK_KEY = "rank0"  # RNG streams are per process; a multi-rank save keys one per rank
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Where training stands: enough, with model and optimizer, to continue exactly."""
+
+    step: int = 0
+    consumed_samples: int = 0
+
+
+@contextlib.contextmanager
+def _quiet_dcp() -> Iterator[None]:
+    # DCP warns that it runs without a process group; with one process that is the intent.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, rng: Any) -> dict:
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return {
+        "model": model_sd,
+        "optim": optim_sd,
+        "train_state": {"step": state.step, "consumed_samples": state.consumed_samples,
+                        "scheduler": {"last_step": state.step}},  # the LR is a pure function of the step
+        "rng": {_RANK_KEY: rng},
+    }
+
+
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    gpt_config: GPTConfig,
+    tokenizer: TokenizerInfo,
+    inputs: list[dict[str, Any]],
+    metrics: dict[str, float | None],
+    num_parameters: int,
+) -> Path:
+    """Write ``checkpoints/step-NNNNNNNN`` (manifest last), point ``latest`` at it, prune old ones."""
+    final = Path(run_dir) / CHECKPOINTS_DIR / checkpoint_dir_name(state.step)
+    with atomic_directory(final) as tmp:
+        with _quiet_dcp():
+            dcp.save(_state(model, optimizer, state, pickle.dumps(get_rng_state())), checkpoint_id=tmp / DCP_DIR)
+        save_config(cfg, tmp / "config.yaml")
+        tokenizer_summary = _copy_tokenizer(tokenizer, tmp)
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        summary = {
+            "step": state.step,
+            "consumed_samples": state.consumed_samples,
+            **metrics,
+            "padded_vocab_size": gpt_config.vocab_size,
+            "num_parameters": num_parameters,
+            "model": dataclasses.asdict(gpt_config),
+            "tokenizer": tokenizer_summary,
+        }
+        write_manifest(tmp, GPT_CHECKPOINT, producer=Producer("bignlp-train", __version__, git_commit()),
+                       files=files, config=to_dict(cfg), inputs=inputs, summary=summary)
+    set_latest_checkpoint(run_dir, final)
+    prune_checkpoints(run_dir, cfg.exp_manager.checkpoint_callback_params)
+    return final
+
+
+def _copy_tokenizer(tokenizer: TokenizerInfo, dest: Path) -> dict[str, Any]:
+    """Copy the dataset's tokenizer files into ``dest/tokenizer``; return the summary with paths there."""
+    summary = dict(tokenizer.summary)
+    src_dir = tokenizer.artifact_dir
+    out = dest / TOKENIZER_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    if src_dir is not None and (src_dir / TOKENIZER_DIR).is_dir():
+        shutil.copytree(src_dir / TOKENIZER_DIR, out, dirs_exist_ok=True)
+    for key, value in tokenizer.summary.items():
+        if src_dir is None or not isinstance(value, str) or not key.endswith("_file"):
+            continue
+        src = src_dir / value
+        if src.is_file():
+            target = out / Path(value).name
+            if not target.exists():
+                shutil.copy2(src, target)
+            summary[key] = f"{TOKENIZER_DIR}/{target.name}"
+    return summary
+
+
+def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+    """Restore model, optimizer and RNG in place from a checkpoint directory; return the train state."""
+    template = _state(model, optimizer, TrainState(), None)
+    try:
+        with _quiet_dcp():
+            dcp.load(template, checkpoint_id=Path(path) / DCP_DIR)
+    except Exception as exc:  # DCP raises several kinds; all mean "this checkpoint does not fit"
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ArtifactError(f"{path}: cannot load its {DCP_DIR}/ ({type(exc).__name__}: {first})",
+                            hint="resume with the config the checkpoint was written with") from None
+    set_state_dict(model, optimizer, model_state_dict=template["model"], optim_state_dict=template["optim"])
+    set_rng_state(pickle.loads(template["rng"][_RANK_KEY]))
+    train = template["train_state"]
+    return TrainState(step=int(train["step"]), consumed_samples=int(train["consumed_samples"]))
+
+
+def prune_checkpoints(run_dir: Path, params: CheckpointCallbackParams) -> list[Path]:
+    """Keep the ``save_top_k`` best by ``monitor`` plus the latest; delete the rest. Returns what went.
+
+    Scores are read back from the manifests, so pruning survives restarts. The
+    checkpoint ``latest`` points at is never deleted.
+    """
+    if params.save_top_k < 0:
+        return []
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    latest = latest_checkpoint(run_dir)
+    scored: list[tuple[float, Path]] = []
+    others: list[Path] = []
+    for ckpt in sorted(root.glob("step-*")):
+        if not (ckpt / MANIFEST_NAME).is_file() or ckpt == latest:
+            continue
+        score = read_manifest(ckpt, GPT_CHECKPOINT, verify="none").summary.get(params.monitor)
+        if score is None:
+            others.append(ckpt)
+        else:
+            scored.append((float(score), ckpt))
+    scored.sort(key=lambda item: item[0], reverse=params.mode == "max")
+    latest_score = None
+    if latest is not None:
+        latest_score = read_manifest(latest, GPT_CHECKPOINT, verify="none").summary.get(params.monitor)
+    # The latest counts towards top-k when it is itself among the best.
+    slots = params.save_top_k
+    if latest_score is not None and slots > 0:
+        better = [s for s, _ in scored if (s < latest_score if params.mode == "min" else s > latest_score)]
+        if len(better) < slots:
+            slots -= 1
+    doomed = [p for _, p in scored[slots:]] + others
+    for ckpt in doomed:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return doomed

@@ -1,0 +1,183 @@
+"""A GPT-3-style decoder in plain single-device PyTorch.
+
+Read top to bottom: embeddings (token + learned absolute position) → N pre-LayerNorm
+blocks (causal self-attention, GeLU MLP) → final LayerNorm → logits through the
+token embedding (tied). Parameter names and the fused QKV layout follow
+Megatron's, so converting to Megatron/NeMo checkpoints is a copy, not a
+reshuffle. Nothing here knows about devices, precision or parallelism: the model
+is built on the meta device and materialised by the caller (``build_model``),
+which a later ``parallelize.py`` needs in order to shard it before allocating.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True, kw_only=True)
+class GPTConfig:
+    """The architecture alone: what a checkpoint needs to rebuild the model."""
+
+    vocab_size: int  # padded (see padded_vocab_size): embedding rows and logits
+    max_position_embeddings: int
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    ffn_hidden_size: int  # GPT-3: 4 × hidden_size
+    kv_channels: int  # per-head width; GPT-3: hidden_size / num_attention_heads
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layernorm_epsilon: float = 1e-5
+    init_method_std: float = 0.02
+
+
+def padded_vocab_size(vocab_size: int, divisible_by: int, tensor_parallel_size: int = 1) -> int:
+    """Megatron's padding: round the tokenizer's vocabulary up to a multiple of divisible_by × TP.
+
+    Faster matmuls, and every tensor-parallel rank gets an equal slice (50257 → 50304).
+    """
+    multiple = divisible_by * tensor_parallel_size
+    return ((vocab_size + multiple - 1) // multiple) * multiple
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head attention with one fused QKV projection."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.kv_channels = cfg.kv_channels
+        self.dropout_p = cfg.attention_dropout
+        projection = cfg.num_attention_heads * cfg.kv_channels
+        self.linear_qkv = nn.Linear(cfg.hidden_size, 3 * projection)
+        self.linear_proj = nn.Linear(projection, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        # Megatron's layout: per head [q | k | v], so a head's three slices sit together.
+        qkv = self.linear_qkv(x).view(batch, seq, self.num_heads, 3 * self.kv_channels)
+        q, k, v = (t.transpose(1, 2) for t in qkv.split(self.kv_channels, dim=-1))  # (B, heads, S, kv)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if attention_mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:  # document-wise causal mask (reset_attention_mask); True = may attend
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout_p)
+        return self.linear_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+
+
+class MLP(nn.Module):
+    """h → ffn → GeLU → h."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.linear_fc1 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size)
+        self.linear_fc2 = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # tanh approximation: what Megatron's fused bias-GeLU (the GPT-3 recipes' default) computes
+        return self.linear_fc2(F.gelu(self.linear_fc1(x), approximate="tanh"))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LayerNorm block: x + drop(attn(ln(x))), then x + drop(mlp(ln(x)))."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)
+        self.self_attention = SelfAttention(cfg)
+        self.pre_mlp_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)
+        self.mlp = MLP(cfg)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.self_attention(self.input_layernorm(x), attention_mask))
+        return x + self.dropout(self.mlp(self.pre_mlp_layernorm(x)))
+
+
+class Embedding(nn.Module):
+    """Token embedding + learned absolute position embedding, then dropout."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, tokens: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.word_embeddings(tokens) + self.position_embeddings(position_ids))
+
+
+class GPT(nn.Module):
+    """The decoder. ``forward(tokens)`` → logits of shape (batch, seq, vocab_size)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = Embedding(cfg)
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
+        self.final_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """The output projection: the token embedding itself (tied, as in GPT-3)."""
+        return self.embedding.word_embeddings.weight
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if position_ids is None:
+            position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
+        x = self.embedding(tokens, position_ids)
+        for layer in self.layers:
+            x = layer(x, attention_mask)
+        return F.linear(self.final_layernorm(x), self.output_weight)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Megatron's init: weights ~ N(0, std), output projections N(0, std/√(2·layers)), biases 0, LN 1/0.
+
+        The scaled projections (attention out, second MLP linear) keep the residual
+        stream's variance from growing with depth. Uses the global torch RNG, so
+        ``torch.manual_seed`` beforehand makes it reproducible on any device.
+        """
+        std = self.cfg.init_method_std
+        scaled_std = std / math.sqrt(2.0 * self.cfg.num_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            elif isinstance(module, nn.Linear):
+                is_output = name.endswith(("linear_proj", "linear_fc2"))
+                nn.init.normal_(module.weight, mean=0.0, std=scaled_std if is_output else std)
+                nn.init.zeros_(module.bias)
+
+
+def build_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPT:
+    """Construct on the meta device (no memory, no RNG), allocate on ``device``, then init."""
+    with torch.device("meta"):
+        model = GPT(cfg)
+    model.to_empty(device=device)
+    model.init_weights()
+    return model
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Distinct parameters (the tied embedding counts once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the positions loss_mask keeps (Megatron's masked mean)."""
+    losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+    mask = loss_mask.flatten().to(losses.dtype)
+    return (losses * mask).sum() / mask.sum().clamp(min=1.0)

@@ -1,0 +1,275 @@
+"""The pretraining loop: validate, step, log, checkpoint, resume.
+
+``pretrain(cfg)`` is the library entry point behind ``bignlp-train pretrain``.
+One optimizer step = ``global_batch_size / micro_batch_size`` micro-batches of
+gradient accumulation, then clipping and AdamW at the scheduled learning rate.
+Everything a step depends on (weights, optimizer moments, step, data position,
+RNG) is in the checkpoint, so a resumed run repeats an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bignlp_contracts import (
+    ArtifactError,
+    ConfigError,
+    discover_run_env,
+    input_record,
+    latest_checkpoint,
+    read_checkpoint,
+    save_config,
+)
+
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import (
+    BlendEntry,
+    TokenizerInfo,
+    blend_tokenizer,
+    build_datasets,
+    check_splits,
+    check_vocab,
+    document_causal_mask,
+    micro_batches,
+    resolve_blend,
+)
+from .model import GPT, GPTConfig, build_model, lm_loss, num_parameters, padded_vocab_size
+from .optim import build_optimizer, lr_at, set_lr
+from .progress import Progress
+from .runtime import autocast, check_precision, pick_device, seed_everything
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or time-limited) run reports."""
+
+    run_dir: Path
+    step: int
+    max_steps: int
+    initial_val_loss: float | None  # before the first step; None when resumed
+    final_val_loss: float | None
+    test_loss: float | None
+    latest_checkpoint: Path | None
+    resumed_from: Path | None
+    stopped_by_max_time: bool
+    num_parameters: int
+    device: str
+
+
+def gpt_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
+    """The architecture from the training config and the (unpadded) vocabulary size."""
+    m = cfg.model
+    return GPTConfig(
+        vocab_size=padded_vocab_size(vocab_size, m.make_vocab_size_divisible_by, m.tensor_model_parallel_size),
+        max_position_embeddings=m.max_position_embeddings,
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        num_attention_heads=m.num_attention_heads,
+        ffn_hidden_size=m.ffn_hidden_size or 4 * m.hidden_size,
+        kv_channels=m.kv_channels or m.hidden_size // m.num_attention_heads,
+        hidden_dropout=m.hidden_dropout,
+        attention_dropout=m.attention_dropout,
+        layernorm_epsilon=m.layernorm_epsilon,
+        init_method_std=m.init_method_std,
+    )
+
+
+def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to continue from, following ``exp_manager.resume_*``."""
+    em = cfg.exp_manager
+    latest = latest_checkpoint(run_dir)
+    if not em.resume_if_exists:
+        if latest is not None:
+            raise ConfigError(
+                f"run directory {run_dir} already holds checkpoints and exp_manager.resume_if_exists=false",
+                hint="set exp_manager.resume_if_exists=true to continue it, or choose another "
+                "exp_manager.explicit_log_dir / exp_manager.name",
+            )
+        return None
+    if latest is None and not em.resume_ignore_no_checkpoint:
+        raise ArtifactError(
+            f"{run_dir}: no checkpoint to resume from (exp_manager.resume_ignore_no_checkpoint=false)",
+            hint="set exp_manager.resume_ignore_no_checkpoint=true to start fresh",
+        )
+    return latest
+
+
+def check_resume_compatible(path: Path, arch: GPTConfig, entries: list[BlendEntry], tokenizer: TokenizerInfo) -> None:
+    """The checkpoint must hold the same architecture and vocabulary the config describes."""
+    _, manifest = read_checkpoint(path)
+    saved_vocab = manifest.summary.get("padded_vocab_size")
+    if saved_vocab != arch.vocab_size:
+        raise ArtifactError(
+            f"dataset {entries[0].ref.prefix} has a vocabulary of {tokenizer.vocab_size} tokens (padded to "
+            f"{arch.vocab_size}) but the model's in checkpoint {path} is {saved_vocab}",
+            hint="resume with data tokenized like the checkpoint's, or set model.tokenizer.vocab_size to match it",
+        )
+    saved = manifest.summary.get("model", {})
+    changeable = {"hidden_dropout", "attention_dropout", "init_method_std"}  # regularisation, or unused on resume
+    for key, value in vars(arch).items():
+        if key in saved and saved[key] != value and key not in changeable:
+            raise ConfigError(
+                f"checkpoint {path} was trained with {key}={saved[key]}, the config gives {value}",
+                hint="resume with the architecture the checkpoint was written with",
+            )
+
+
+def _forward_loss(model: GPT, batch: dict, device: torch.device, precision: str, eod_id: int,
+                  reset_attention_mask: bool) -> torch.Tensor:
+    tokens = batch["tokens"].to(device, non_blocking=True)
+    mask = document_causal_mask(tokens, eod_id) if reset_attention_mask else None
+    with autocast(device, precision):
+        logits = model(tokens, batch["position_ids"].to(device, non_blocking=True), mask)
+    return lm_loss(logits, batch["labels"].to(device, non_blocking=True), batch["loss_mask"].to(device))
+
+
+def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: TrainConfig, device: torch.device,
+               eod_id: int, clip: float) -> tuple[float, float]:
+    """One optimizer step: accumulate gradients over GBS/MBS micro-batches, clip, update.
+
+    Returns the mean micro-batch loss and the gradient norm before clipping.
+    """
+    n = cfg.model.num_micro_batches
+    loss_sum = torch.zeros((), device=device)
+    for _ in range(n):
+        loss = _forward_loss(model, next(batches), device, cfg.trainer.precision_name, eod_id,
+                             cfg.model.data.reset_attention_mask)
+        (loss / n).backward()
+        loss_sum += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum.item() / n, grad_norm.item()  # one host sync per step
+
+
+@torch.no_grad()
+def evaluate(model: GPT, dataset, *, num_batches: int, cfg: TrainConfig, device: torch.device,
+             eod_id: int) -> float:
+    """Mean loss over the first ``num_batches`` global batches of ``dataset`` (always the same ones)."""
+    model.eval()
+    losses = [
+        _forward_loss(model, mb, device, cfg.trainer.precision_name, eod_id, cfg.model.data.reset_attention_mask).item()
+        for mb in micro_batches(dataset, start=0, num_samples=num_batches * cfg.model.global_batch_size,
+                                micro_batch_size=cfg.model.micro_batch_size, num_workers=cfg.model.data.num_workers,
+                                seed=cfg.model.seed)
+    ]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainResult:
+    """Train ``cfg`` to ``trainer.max_steps`` (or ``trainer.max_time``), resuming if asked; return the outcome."""
+    started = time.monotonic()
+    env = discover_run_env()
+    if env.is_distributed:
+        raise ConfigError(
+            f"this process is rank {env.rank} of {env.world_size} ({env.source}): multi-process training "
+            "arrives in a later version",
+            hint="run a single process (no torchrun; srun with --ntasks=1)",
+        )
+    device, precision = pick_device(cfg.trainer), cfg.trainer.precision_name
+    check_precision(device, precision)
+    entries = resolve_blend(cfg.model)
+    check_splits(cfg, entries)
+    tokenizer = blend_tokenizer(entries)
+    model_vocab = cfg.model.tokenizer.vocab_size or tokenizer.vocab_size
+    check_vocab(entries, tokenizer, model_vocab, source=f"model.tokenizer.vocab_size={model_vocab}")
+    arch = gpt_config(cfg, model_vocab)
+    run_dir = cfg.exp_manager.run_dir()
+    resume_from = find_resume_checkpoint(cfg, run_dir)
+    if resume_from is not None:
+        check_resume_compatible(resume_from, arch, entries, tokenizer)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    seed_everything(cfg.model.seed)
+    model = build_model(arch, device)
+    optimizer = build_optimizer(model, cfg, device)
+    n_params = num_parameters(model)
+    cache_dir = Path(cfg.model.data.index_mapping_dir or run_dir / "index_cache")
+    train_ds, valid_ds, test_ds = build_datasets(cfg, entries, tokenizer, cache_dir)
+    inputs = [input_record(a) for a in dict.fromkeys(e.ref.artifact_dir for e in entries)]
+
+    state = TrainState()
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model=model, optimizer=optimizer)
+        log(f"resumed from {resume_from} (step {state.step}, {state.consumed_samples} samples consumed)")
+    model.train()
+    m, trainer = cfg.model, cfg.trainer
+    log(f"model: {n_params:,} parameters, {arch.num_layers} layers, hidden {arch.hidden_size}, "
+        f"vocab {arch.vocab_size} | device {device}, precision {precision} | run dir {run_dir}")
+    progress = Progress(run_dir, max_steps=trainer.max_steps, tokens_per_step=m.global_batch_size * m.seq_length,
+                        log=log)
+    if resume_from is not None:
+        progress.forget_after(state.step)
+    do_val = valid_ds is not None and trainer.limit_val_batches > 0
+    validate = lambda: evaluate(model, valid_ds, num_batches=trainer.limit_val_batches, cfg=cfg, device=device,
+                                eod_id=tokenizer.eod_id)
+
+    initial_val = final_val = None
+    if resume_from is None and do_val:
+        initial_val = final_val = validate()
+        log(f"validation loss before training: {initial_val:.4f}")
+        progress.record("validation", step=0, val_loss=initial_val)
+
+    latest, stopped_by_time, train_loss = resume_from, False, math.nan
+    max_time_s = trainer.max_time_s
+    clip = trainer.gradient_clip_val if trainer.gradient_clip_val > 0 else math.inf
+    batches = micro_batches(train_ds, start=state.consumed_samples,
+                            num_samples=(trainer.max_steps - state.step) * m.global_batch_size,
+                            micro_batch_size=m.micro_batch_size, num_workers=m.data.num_workers,
+                            pin_memory=device.type == "cuda", seed=m.seed)
+    progress.pause()
+    first_step = state.step + 1  # logged too, so a (re)started run shows signs of life at once
+    while state.step < trainer.max_steps:
+        lr = lr_at(state.step, cfg)
+        set_lr(optimizer, lr)
+        train_loss, grad_norm = train_step(model, optimizer, batches, cfg=cfg, device=device, eod_id=tokenizer.eod_id,
+                                           clip=clip)
+        state = TrainState(state.step + 1, state.consumed_samples + m.global_batch_size)
+        progress.step_done()
+        if state.step % trainer.log_every_n_steps == 0 or state.step in (first_step, trainer.max_steps):
+            progress.train_step(state.step, loss=train_loss, lr=lr, grad_norm=grad_norm,
+                                consumed_samples=state.consumed_samples)
+        stopped_by_time = max_time_s is not None and time.monotonic() - started >= max_time_s
+        at_end = state.step == trainer.max_steps or stopped_by_time
+        val_now = do_val and (state.step % trainer.val_check_interval == 0 or at_end)
+        every_n = cfg.exp_manager.checkpoint_callback_params.every_n_steps
+        if val_now:
+            final_val = validate()
+            progress.validation(state.step, final_val)
+        save_now = val_now or at_end or bool(every_n and state.step % every_n == 0)
+        if cfg.exp_manager.create_checkpoint_callback and save_now:
+            latest = save_checkpoint(
+                run_dir, cfg=cfg, model=model, optimizer=optimizer, state=state, gpt_config=arch,
+                tokenizer=tokenizer, inputs=inputs, num_parameters=n_params,
+                metrics={"train_loss": train_loss, "val_loss": final_val if val_now else None},
+            )
+            log(f"saved checkpoint {latest}")
+        if val_now or save_now:
+            progress.pause()  # keep validation and checkpoint time out of the step time
+        if stopped_by_time:
+            log(f"trainer.max_time={trainer.max_time} reached at step {state.step}/{trainer.max_steps}; "
+                "run the same command again to continue")
+            break
+
+    if final_val is None and do_val:  # resumed at or past max_steps: still report where the model stands
+        final_val = validate()
+        progress.validation(state.step, final_val)
+    test_loss = None
+    if test_ds is not None and trainer.limit_test_batches > 0 and not stopped_by_time:
+        test_loss = evaluate(model, test_ds, num_batches=trainer.limit_test_batches, cfg=cfg, device=device,
+                             eod_id=tokenizer.eod_id)
+        progress.validation(state.step, test_loss, split="test")
+    return TrainResult(
+        run_dir=run_dir, step=state.step, max_steps=trainer.max_steps, initial_val_loss=initial_val,
+        final_val_loss=final_val, test_loss=test_loss, latest_checkpoint=latest_checkpoint(run_dir),
+        resumed_from=resume_from, stopped_by_max_time=stopped_by_time, num_parameters=n_params, device=str(device),
+    )

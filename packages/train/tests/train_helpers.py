@@ -1,0 +1,92 @@
+"""Test helpers: tiny megatron-dataset artifacts built here (stages never import each other)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from bignlp_contracts import MEGATRON_DATASET, Producer, write_manifest
+
+with warnings.catch_warnings():  # megatron-core warns at import that Apex/TE are absent
+    warnings.simplefilter("ignore")
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+
+def make_dataset(
+    out_dir: Path,
+    *,
+    name: str = "toy",
+    num_docs: int = 200,
+    vocab_size: int = 512,
+    seed: int = 0,
+    tokenizer_type: str = "gpt2-bpe",
+) -> Path:
+    """Write ``out_dir/{name}_text_document.bin/.idx`` + tokenizer/ + manifest; return the prefix.
+
+    Documents are Zipf-distributed tokens with a repeating motif, so a tiny model's
+    loss drops within a few steps; the last id is the end-of-document token.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    eod = vocab_size - 1
+    prefix = out_dir / f"{name}_text_document"
+    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=np.uint16)
+    num_tokens = 0
+    for _ in range(num_docs):
+        length = int(rng.integers(20, 60))
+        doc = np.minimum(rng.zipf(1.3, size=length), eod - 1)
+        doc[::4] = np.arange(len(doc[::4])) % 8 + 1  # a motif the model can pick up
+        ids = [*doc.tolist(), eod]
+        builder.add_document(ids, [len(ids)])
+        num_tokens += len(ids)
+    builder.finalize(f"{prefix}.idx")
+    tok_dir = out_dir / "tokenizer"
+    tok_dir.mkdir(exist_ok=True)
+    (tok_dir / "vocab.json").write_text(json.dumps({f"t{i}": i for i in range(vocab_size)}))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    write_manifest(
+        out_dir,
+        MEGATRON_DATASET,
+        producer=Producer("bignlp-train-tests", "0"),
+        files=[f"{name}_text_document.bin", f"{name}_text_document.idx", "tokenizer/vocab.json",
+               "tokenizer/merges.txt"],
+        summary={
+            "datasets": [{"prefix": f"{name}_text_document", "json_key": "text", "num_documents": num_docs,
+                          "num_sequences": num_docs, "num_tokens": num_tokens, "dtype": "uint16"}],
+            "tokenizer": {"type": tokenizer_type, "vocab_file": "tokenizer/vocab.json",
+                          "merge_file": "tokenizer/merges.txt", "vocab_size": vocab_size, "eod_id": eod},
+        },
+    )
+    return prefix
+
+
+def tiny_overrides(data_prefix, run_dir: Path, *extra: str) -> list[str]:
+    """Shrink the shipped gpt3/tiny-cpu config to a model that steps in milliseconds."""
+    prefix = data_prefix if isinstance(data_prefix, str) else f"[1.0,{data_prefix}]"
+    return [
+        f"model.data.data_prefix={prefix}",
+        f"exp_manager.explicit_log_dir={run_dir}",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "trainer.log_every_n_steps=1",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=1",
+        "model.micro_batch_size=2",
+        "model.global_batch_size=4",
+        "model.encoder_seq_length=16",
+        "model.max_position_embeddings=16",
+        "model.data.seq_length=16",
+        "model.num_layers=2",
+        "model.hidden_size=32",
+        "model.ffn_hidden_size=64",
+        "model.num_attention_heads=2",
+        "model.optim.lr=5e-3",
+        "model.optim.sched.warmup_steps=1",
+        "model.optim.sched.min_lr=5e-4",
+        "model.data.splits_string=80,15,5",
+        *extra,
+    ]
