@@ -29,14 +29,18 @@ def dataset(tmp_path_factory, demo_corpus, gpt2_files) -> Path:
     return out
 
 
+def pretrain(data_prefix: Path, run_dir: Path, *overrides: str):
+    """Run ``bignlp-train pretrain --config gpt3/tiny-cpu`` on one dataset."""
+    return run([
+        console_script("bignlp-train"), "pretrain", "--config", "gpt3/tiny-cpu",
+        f"model.data.data_prefix=[1.0,{data_prefix}]", f"exp_manager.explicit_log_dir={run_dir}", *overrides,
+    ])
+
+
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory) -> tuple[Path, str]:
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
-    res = run([
-        console_script("bignlp-train"), "pretrain", "--config", "gpt3/tiny-cpu",
-        f"model.data.data_prefix=[1.0,{dataset / 'demo_text_document'}]",
-        f"exp_manager.explicit_log_dir={run_dir}", *TRAIN_STEPS,
-    ])
+    res = pretrain(dataset / "demo_text_document", run_dir, *TRAIN_STEPS)
     assert res.returncode == 0, res.stderr[-3000:]
     return run_dir, res.stdout + res.stderr
 
@@ -97,12 +101,8 @@ def test_training_lowers_validation_loss_and_writes_a_checkpoint(trained, datase
 
 def test_resume_continues_from_latest_checkpoint(trained, dataset):
     run_dir, _ = trained
-    res = run([
-        console_script("bignlp-train"), "pretrain", "--config", "gpt3/tiny-cpu",
-        f"model.data.data_prefix=[1.0,{dataset / 'demo_text_document'}]",
-        f"exp_manager.explicit_log_dir={run_dir}", "exp_manager.resume_if_exists=true",
-        *TRAIN_STEPS[:-1], "trainer.limit_val_batches=4", "trainer.max_steps=20",
-    ])
+    res = pretrain(dataset / "demo_text_document", run_dir, "exp_manager.resume_if_exists=true",
+                   *TRAIN_STEPS, "trainer.max_steps=20")
     assert res.returncode == 0, res.stderr[-3000:]
     steps = [json.loads(line).get("step") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert 17 in steps and 20 in steps
@@ -151,21 +151,13 @@ def test_bad_input_missing_json_key(tmp_path, gpt2_files):
 
 
 def test_bad_config_key_is_one_line(tmp_path, dataset):
-    res = run([
-        console_script("bignlp-train"), "pretrain", "--config", "gpt3/tiny-cpu",
-        f"model.data.data_prefix=[1.0,{dataset}]", f"exp_manager.explicit_log_dir={tmp_path / 'r'}",
-        "model.optim.lrr=0.1",
-    ])
+    res = pretrain(dataset, tmp_path / "r", "model.optim.lrr=0.1")
     _assert_one_line_error(res, "model.optim.lrr", "model.optim.lr")
     assert res.returncode == 2
 
 
 def test_vocabulary_that_does_not_fit_the_model(tmp_path, dataset):
-    res = run([
-        console_script("bignlp-train"), "pretrain", "--config", "gpt3/tiny-cpu",
-        f"model.data.data_prefix=[1.0,{dataset}]", f"exp_manager.explicit_log_dir={tmp_path / 'r'}",
-        "model.tokenizer.vocab_size=1000",
-    ])
+    res = pretrain(dataset, tmp_path / "r", "model.tokenizer.vocab_size=1000")
     _assert_one_line_error(res, "50257", "1000")
     assert not list((tmp_path / "r").glob("checkpoints/*/manifest.json"))
 
@@ -175,10 +167,6 @@ def test_incomplete_dataset_is_refused(tmp_path, dataset):
     broken.mkdir()
     for f in dataset.glob("demo_text_document.*"):
         (broken / f.name).write_bytes(f.read_bytes())
-    res = run([
-        console_script("bignlp-train"), "pretrain", "--config", "gpt3/tiny-cpu",
-        f"model.data.data_prefix=[1.0,{broken / 'demo_text_document'}]",
-        f"exp_manager.explicit_log_dir={tmp_path / 'r'}",
-    ])
+    res = pretrain(broken / "demo_text_document", tmp_path / "r")
     _assert_one_line_error(res, "manifest.json is missing", "bignlp-dataprep")
     assert res.returncode == 3
