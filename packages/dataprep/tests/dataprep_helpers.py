@@ -134,3 +134,60 @@ def megatron_core_files(tmp: Path, documents, dtype) -> tuple[bytes, bytes]:
         builder.add_document(tokens, lengths)
     builder.finalize(str(tmp / "ref.idx"))
     return (tmp / "ref.bin").read_bytes(), (tmp / "ref.idx").read_bytes()
+
+
+# --- the local HTTP fixture server and The Pile in its real layout --------------------------------------------------
+
+
+def start_fixture_server(root: Path):
+    """Start ``fixture_server.py`` serving ``root`` as a subprocess; return (base URL, Popen)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("fixture_server.py")), str(root)],
+                            stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    return f"http://127.0.0.1:{port}", proc
+
+
+def stop_fixture_server(proc) -> None:
+    """Stop the server by its PID."""
+    import signal
+
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=10)
+    proc.stdout.close()
+
+
+PILE_SHARDS = 3
+
+
+def pile_texts() -> list[bytes]:
+    """The demo corpus cut into PILE_SHARDS contiguous JSONL shards (the plain text of 00, 01, 02)."""
+    lines = demo_lines(100_000)
+    size = -(-len(lines) // PILE_SHARDS)
+    return ["".join(lines[i * size : (i + 1) * size]).encode() for i in range(PILE_SHARDS)]
+
+
+def make_www(root: Path) -> Path:
+    """The server's files: pile/NN.jsonl.zst (+ sha256sums), pile/NN.jsonl, gpt2/vocab.json + merges.txt."""
+    import hashlib
+
+    (root / "pile").mkdir(parents=True)
+    (root / "gpt2").mkdir()
+    sums = []
+    for n, text in enumerate(pile_texts()):
+        packed = zstandard.ZstdCompressor(level=3).compress(text)
+        (root / "pile" / f"{n:02d}.jsonl.zst").write_bytes(packed)
+        (root / "pile" / f"{n:02d}.jsonl").write_bytes(text)
+        sums.append(f"{hashlib.sha256(packed).hexdigest()}  {n:02d}.jsonl.zst\n")
+    (root / "pile" / "sha256sums.txt").write_text("".join(sums))
+    shutil.copy(VOCAB, root / "gpt2" / "vocab.json")
+    shutil.copy(MERGES, root / "gpt2" / "merges.txt")
+    return root
+
+
+def artifact_files(data_dir: Path) -> dict[str, bytes]:
+    """The bytes of a dataset artifact's pairs and tokenizer files, by relative path."""
+    paths = [*data_dir.glob("*.bin"), *data_dir.glob("*.idx"), *(data_dir / "tokenizer").glob("*")]
+    return {str(p.relative_to(data_dir)): p.read_bytes() for p in sorted(paths)}

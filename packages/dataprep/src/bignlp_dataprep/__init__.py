@@ -1,8 +1,11 @@
 """bignlp-dataprep: raw JSONL text → a Megatron ``.bin/.idx`` dataset artifact.
 
-The library entry point is :func:`bignlp_dataprep.preprocess.preprocess`, which
-takes a :class:`~bignlp_dataprep.config.PreprocessConfig` and returns the
-artifact's manifest; ``bignlp-dataprep preprocess`` is a thin CLI over it.
+Library entry points: :func:`bignlp_dataprep.preprocess.preprocess` (JSONL files →
+an artifact, from a :class:`~bignlp_dataprep.config.PreprocessConfig`) and
+:func:`bignlp_dataprep.runner.run_recipe` (a recipe from
+:func:`bignlp_dataprep.recipes.load_recipe`: download → extract → preprocess →
+finalize, sharded by ``(rank, world_size)``). ``bignlp-dataprep preprocess`` and
+``bignlp-dataprep run`` are thin CLIs over them.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -61,11 +61,15 @@ def main() -> None:
     """Turn raw JSONL text into a tokenized Megatron dataset artifact.
 
     The artifact (a directory with .bin/.idx pairs, the tokenizer files,
-    config.yaml and manifest.json) is what bignlp-train reads.
+    config.yaml and manifest.json) is what bignlp-train reads. 'run' takes a
+    whole corpus (The Pile, your own files) from download to the artifact;
+    'preprocess' tokenizes JSONL files you already have.
 
     Example:
 
     \b
+        bignlp-dataprep run --config gpt3/download_gpt3_pile data_dir=data/pile \\
+          the_pile_url=https://mirror.example/pile/train file_numbers=0-2
         bignlp-dataprep preprocess --input corpus.jsonl.gz --output-prefix data/corpus \\
           --vocab-file vocab.json --merges-file merges.txt --append-eod --workers 8
         bignlp-dataprep inspect data/corpus_text_document --show 1
@@ -131,6 +135,81 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
     click.echo(f"artifact: {artifact_dir}")
     for path in artifact_paths(manifest, artifact_dir):
         click.echo(f"  {path}")
+
+
+@main.command()
+@click.option("--config", "config_name", required=True, metavar="NAME_OR_PATH",
+              help="Recipe: a shipped name (gpt3/download_gpt3_pile, generic/custom_dataset) or a YAML file "
+                   "whose 'dataset' key is pile or custom_dataset.")
+@click.option("--step", "step", default="all", show_default=True, metavar="STEP[,STEP...]",
+              help="Steps to run: all, or a comma list of download, extract, preprocess, finalize. The first "
+                   "three work per shard file on this process's share and skip files already done; finalize runs "
+                   "once, after every share, and writes the manifest. 'all' with --world-size > 1 leaves "
+                   "finalize out.")
+@click.option("--rank", type=click.IntRange(min=0), metavar="R",
+              help="This process's share (0-based) of the shard files; with --world-size. "
+                   "[default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, else 0]")
+@click.option("--world-size", type=click.IntRange(min=1), metavar="W",
+              help="How many shares the shard files are split into (file i goes to share i mod W). "
+                   "[default: SLURM_ARRAY_TASK_COUNT, else 1]")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def run(config_name: str, step: str, rank: int | None, world_size: int | None, overrides: tuple[str, ...]) -> None:
+    """Download, extract and preprocess a corpus into one dataset artifact (a recipe).
+
+    Runs the recipe NAME_OR_PATH: each shard file is downloaded (resumed and
+    retried; exit 75 when retries run out, so Slurm can requeue), extracted,
+    and tokenized into DATA_DIR/NAME_NN_text_document.bin/.idx; finalize then
+    writes the tokenizer copies, config.yaml and manifest.json of DATA_DIR.
+    Every step leaves a completion marker per file under DATA_DIR/.bignlp-done,
+    so running the same command again (after a failure, kill or requeue)
+    redoes only what is missing. KEY=VALUE arguments override recipe keys
+    (data_dir, the_pile_url, file_numbers, raw_dataset_files, ...).
+
+    Example:
+
+    \b
+        bignlp-dataprep run --config gpt3/download_gpt3_pile data_dir=/data/pile \\
+          the_pile_url=https://mirror.example/pile/train file_numbers=0-29 workers=8
+        # as a Slurm array: one task per share, then one finalize job
+        bignlp-dataprep run --config gpt3/download_gpt3_pile --step download,extract,preprocess \\
+          --rank 3 --world-size 30 data_dir=/data/pile
+        bignlp-dataprep run --config gpt3/download_gpt3_pile --step finalize data_dir=/data/pile
+    """
+    import os
+
+    from .recipes import load_recipe
+    from .runner import run_recipe
+    from .shards import rank_from_env
+
+    for item in overrides:
+        if "=" not in item:
+            raise click.UsageError(f"unexpected argument {item!r}: overrides are KEY=VALUE (e.g. data_dir=/data)")
+    if (rank is None) != (world_size is None):
+        raise click.UsageError("give --rank and --world-size together (or neither, to use SLURM_ARRAY_* or 0 of 1)")
+    if rank is not None and world_size is not None and rank >= world_size:
+        raise click.UsageError(f"--rank {rank} must be below --world-size {world_size}")
+    with exit_on_error(PROG):
+        from .runner import parse_steps
+
+        steps = parse_steps(step)
+        if rank is None or world_size is None:
+            rank, world_size = rank_from_env(os.environ)
+        if world_size > 1 and step == "all":
+            steps = tuple(s for s in steps if s != "finalize")
+        cfg = load_recipe(config_name, overrides)
+        report = run_recipe(cfg, steps=steps, rank=rank, world_size=world_size, config_name=config_name,
+                            progress=True, echo=lambda msg: click.echo(msg, err=True))
+    click.echo(f"share {rank} of {world_size}: {len(report.items)} file(s) {' '.join(report.items) or '-'}")
+    for name in steps:
+        if name in report.done or name in report.skipped:
+            click.echo(f"  {name}: {len(report.done.get(name, []))} done, "
+                       f"{len(report.skipped.get(name, []))} already done or not needed")
+    if report.manifest is not None:
+        s = report.manifest.summary
+        click.echo(f"artifact: {cfg.root} ({len(s['datasets'])} datasets, {s['num_documents']:,} documents, "
+                   f"{s['num_tokens']:,} tokens)")
+    elif world_size > 1 and "finalize" not in steps:
+        click.echo(f"when every share is done: bignlp-dataprep run --config {config_name} --step finalize ...")
 
 
 @main.command()

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,7 +43,7 @@ from .config import PreprocessConfig
 from .encode import EncodeOptions, encode_batches
 from .indexed import IndexedDatasetWriter, optimal_dtype
 from .readers import InputFile, iter_batches
-from .tokenizers import build_tokenizer
+from .tokenizers import Tokenizer, build_tokenizer
 
 CONFIG_NAME = "config.yaml"
 TYPECODES = {np.dtype(np.uint16): "H", np.dtype(np.int32): "i"}
@@ -91,6 +92,90 @@ def check_artifact_dir(artifact_dir: Path, names: list[str]) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PairsResult:
+    """What :func:`write_pairs` wrote: one ``summary.datasets`` entry per pair, plus counts and hashes."""
+
+    datasets: list[dict]
+    bin_sha256: dict[str, str]  # "<prefix>.bin" → hex sha256, hashed while writing
+    inputs: list[dict]  # input_record of each input, sha256 hashed while reading
+    num_documents: int
+    input_bytes: int  # uncompressed JSONL bytes
+
+
+def write_pairs(
+    files: list[InputFile],
+    tokenizer: Tokenizer,
+    artifact_dir: Path,
+    names: list[str],
+    *,
+    json_keys: tuple[str, ...],
+    append_eod: bool,
+    workers: int = 1,
+    batch_mb: float = 1.0,
+    progress: bool = False,
+) -> PairsResult:
+    """Tokenize ``files`` into ``artifact_dir/<name>.bin/.idx``, one pair per JSON key; no manifest.
+
+    Every ``.bin``/``.idx`` is written under a temporary name and renamed into place only
+    after all of them are complete, so a crash leaves the old pairs or none.
+    """
+    mode = file_mode()
+    dtype = optimal_dtype(tokenizer.vocab_size).newbyteorder("<")
+    options = EncodeOptions(json_keys, append_eod, TYPECODES[dtype.newbyteorder("=")])
+    batch_bytes = max(1, round(batch_mb * 1e6))
+    num_documents = 0
+    text_bytes = 0
+    bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, unit_divisor=1000,
+               desc="tokenizing", file=sys.stderr, disable=None if progress else True, dynamic_ncols=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        writers = {
+            key: IndexedDatasetWriter(_open_output(stack, artifact_dir / f"{name}.bin", mode), dtype)
+            for key, name in zip(json_keys, names)
+        }
+        batches = iter_batches(files, batch_bytes)
+        results = encode_batches(batches, tokenizer, options, workers=plan_workers(workers, files, batch_bytes))
+        for encoded in stack.enter_context(contextlib.closing(results)):  # closing: stop the pool on error
+            for key, part in encoded.keys.items():
+                writers[key].add_documents(part.tokens, part.sequence_lengths, part.doc_num_sequences)
+            num_documents += encoded.num_documents
+            text_bytes += encoded.text_bytes
+            bar.update(encoded.raw_bytes)
+        for key, name in zip(json_keys, names):
+            writers[key].write_index(_open_output(stack, artifact_dir / f"{name}.idx", mode))
+    # every .bin/.idx is renamed into place only here, after all were written
+    datasets = [
+        {
+            "prefix": name,
+            "json_key": key,
+            "num_documents": writers[key].num_documents,
+            "num_sequences": len(writers[key].sequence_lengths),
+            "num_tokens": writers[key].num_tokens,
+            "dtype": dtype.name,
+        }
+        for key, name in zip(json_keys, names)
+    ]
+    inputs = []
+    for f in files:
+        record = input_record(f.path, hash_files=False)
+        record["sha256"] = f.sha256  # hashed while streaming
+        inputs.append(record)
+    bins = {f"{name}.bin": writers[key].sha256 for key, name in zip(json_keys, names)}
+    return PairsResult(datasets, bins, inputs, num_documents, text_bytes)
+
+
+def copy_tokenizer_files(tokenizer: Tokenizer, artifact_dir: Path) -> dict[str, str]:
+    """Copy the tokenizer's files to ``artifact_dir/tokenizer/``; summary key → relative path."""
+    tok_files = {}
+    for key, (filename, source) in tokenizer.files().items():
+        rel = f"{TOKENIZER_DIR}/{filename}"
+        atomic_write_bytes(artifact_dir / rel, Path(source).read_bytes())
+        os.chmod(artifact_dir / rel, file_mode())
+        tok_files[key] = rel
+    return tok_files
+
+
 def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:
     """Tokenize ``cfg.input`` into Megatron ``.bin/.idx`` pairs and return the artifact's manifest.
 
@@ -108,84 +193,47 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:
     artifact_dir.mkdir(parents=True, exist_ok=True)
     remove_manifest(artifact_dir)
 
-    mode = _file_mode()
-    dtype = optimal_dtype(tokenizer.vocab_size).newbyteorder("<")
-    options = EncodeOptions(cfg.json_keys, cfg.append_eod, TYPECODES[dtype.newbyteorder("=")])
-    batch_bytes = max(1, round(cfg.batch_mb * 1e6))
-    num_documents = 0
-    text_bytes = 0
-    bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, unit_divisor=1000,
-               desc="tokenizing", file=sys.stderr, disable=None if progress else True, dynamic_ncols=True)
-    with contextlib.ExitStack() as stack:
-        stack.callback(bar.close)
-        writers = {
-            key: IndexedDatasetWriter(_open_output(stack, artifact_dir / f"{name}.bin", mode), dtype)
-            for key, name in zip(cfg.json_keys, names)
-        }
-        batches = iter_batches(files, batch_bytes)
-        results = encode_batches(batches, tokenizer, options, workers=plan_workers(cfg.workers, files, batch_bytes))
-        for encoded in stack.enter_context(contextlib.closing(results)):  # closing: stop the pool on error
-            for key, part in encoded.keys.items():
-                writers[key].add_documents(part.tokens, part.sequence_lengths, part.doc_num_sequences)
-            num_documents += encoded.num_documents
-            text_bytes += encoded.text_bytes
-            bar.update(encoded.raw_bytes)
-        for key, name in zip(cfg.json_keys, names):
-            writers[key].write_index(_open_output(stack, artifact_dir / f"{name}.idx", mode))
-    # every .bin/.idx is renamed into place only here, after all were written
-
-    tok_files = {}
-    for key, (filename, source) in tokenizer.files().items():
-        rel = f"{TOKENIZER_DIR}/{filename}"
-        atomic_write_bytes(artifact_dir / rel, Path(source).read_bytes())
-        tok_files[key] = rel
+    pairs = write_pairs(files, tokenizer, artifact_dir, names, json_keys=cfg.json_keys, append_eod=cfg.append_eod,
+                        workers=cfg.workers, batch_mb=cfg.batch_mb, progress=progress)
+    tok_files = copy_tokenizer_files(tokenizer, artifact_dir)
     save_config(cfg, artifact_dir / CONFIG_NAME)
-    for rel in [*tok_files.values(), CONFIG_NAME]:
-        os.chmod(artifact_dir / rel, mode)
+    os.chmod(artifact_dir / CONFIG_NAME, file_mode())
 
     elapsed = time.perf_counter() - start
-    datasets = [
-        {
-            "prefix": name,
-            "json_key": key,
-            "num_documents": writers[key].num_documents,
-            "num_sequences": len(writers[key].sequence_lengths),
-            "num_tokens": writers[key].num_tokens,
-            "dtype": dtype.name,
-        }
-        for key, name in zip(cfg.json_keys, names)
-    ]
     summary = {
-        "datasets": datasets,
-        "tokenizer": {"type": tokenizer.type, **tok_files, "vocab_size": tokenizer.vocab_size,
-                      "eod_id": tokenizer.eod_id},
-        "num_documents": num_documents,
-        "num_tokens": sum(d["num_tokens"] for d in datasets),
-        "input_bytes": text_bytes,
+        "datasets": pairs.datasets,
+        "tokenizer": tokenizer_summary(tokenizer, tok_files),
+        "num_documents": pairs.num_documents,
+        "num_tokens": sum(d["num_tokens"] for d in pairs.datasets),
+        "input_bytes": pairs.input_bytes,
         "elapsed_s": round(elapsed, 3),
-        "mb_per_s": round(text_bytes / 1e6 / max(elapsed, 1e-9), 3),
+        "mb_per_s": round(pairs.input_bytes / 1e6 / max(elapsed, 1e-9), 3),
     }
-    bins = {f"{name}.bin": writers[key].sha256 for key, name in zip(cfg.json_keys, names)}
-    inputs = []
-    for f in files:
-        record = input_record(f.path, hash_files=False)
-        record["sha256"] = f.sha256  # hashed while streaming
-        inputs.append(record)
     manifest = write_manifest(
         artifact_dir,
         MEGATRON_DATASET,
-        producer=Producer("bignlp-dataprep", __version__, git_commit(Path(__file__).parent)),
-        files=[*bins, *(f"{n}.idx" for n in names), *tok_files.values(), CONFIG_NAME],
+        producer=producer(),
+        files=[*pairs.bin_sha256, *(f"{n}.idx" for n in names), *tok_files.values(), CONFIG_NAME],
         config=to_dict(cfg),
-        inputs=inputs,
+        inputs=pairs.inputs,
         summary=summary,
-        hashes=bins,
+        hashes=pairs.bin_sha256,
     )
-    os.chmod(artifact_dir / MANIFEST_NAME, mode)
+    os.chmod(artifact_dir / MANIFEST_NAME, file_mode())
     return manifest
 
 
-def _file_mode() -> int:
+def tokenizer_summary(tokenizer: Tokenizer, tok_files: dict[str, str]) -> dict:
+    """``summary.tokenizer`` of a dataset manifest."""
+    return {"type": tokenizer.type, **tok_files, "vocab_size": tokenizer.vocab_size, "eod_id": tokenizer.eod_id}
+
+
+def producer() -> Producer:
+    """This package as the producer of an artifact."""
+    return Producer("bignlp-dataprep", __version__, git_commit(Path(__file__).parent))
+
+
+def file_mode() -> int:
     """rw for everyone the umask allows: temporary files are created 0600, datasets are shared."""
     umask = os.umask(0)
     os.umask(umask)

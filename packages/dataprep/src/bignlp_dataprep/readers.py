@@ -86,7 +86,7 @@ class InputFile:
             while chunk := stream.read(_READ_SIZE):
                 yield chunk
         elif self.compression == "zstd":
-            yield from _zstd_chunks(raw)
+            yield from zstd_chunks(raw)
         else:
             while chunk := raw.read(_READ_SIZE):
                 yield chunk
@@ -121,7 +121,7 @@ class InputFile:
             self.sha256 = raw.sha256.hexdigest()
 
 
-def _zstd_chunks(raw: _HashingReader) -> Iterator[bytes]:
+def zstd_chunks(raw: BinaryIO | _HashingReader) -> Iterator[bytes]:
     """Decompress every frame, and notice a stream cut short (zstandard's stream_reader does not)."""
     dctx = zstandard.ZstdDecompressor()
     obj = dctx.decompressobj()
