@@ -27,7 +27,7 @@ def _commands(text: str) -> list[tuple[str, str, set[str]]]:
 
 def test_templates_exist():
     names = {t.name for t in TEMPLATES}
-    assert {"dataprep.sbatch", "train.sbatch"} <= names
+    assert {"dataprep.sbatch", "dataprep-array.sbatch", "dataprep-finalize.sbatch", "train.sbatch"} <= names
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)

@@ -32,7 +32,7 @@ MEGATRON_DATASET = ArtifactKind(
         "JSON key, plus the tokenizer files under tokenizer/. summary.datasets lists the prefixes; "
         "summary.tokenizer describes the tokenizer (type, files, vocab_size, eod_id)."
     ),
-    produced_by="bignlp-dataprep preprocess --input FILE --output-prefix DIR/NAME ...",
+    produced_by="bignlp-dataprep preprocess --input FILE --output-prefix DIR/NAME ... (or: bignlp-dataprep run)",
 )
 
 GPT_CHECKPOINT = ArtifactKind(
