@@ -41,12 +41,14 @@ def test_missing_dataset_exits_3(tmp_path):
     assert result.stderr.count("\n") == 1 and "bignlp-dataprep preprocess" in result.stderr
 
 
-def test_multi_process_environment_is_refused(dataset, tmp_path, monkeypatch):
+def test_bad_layout_under_torchrun_fails_before_joining(dataset, tmp_path, monkeypatch):
+    # rank 0 of 3 (torchrun variables, no peers): the layout check must fail before any rendezvous
     monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "3")
     result = CliRunner().invoke(main, ["pretrain", "--config", "gpt3/tiny-cpu", *tiny_overrides(dataset, tmp_path)])
-    assert result.exit_code == 2
-    assert "rank 0 of 2" in result.stderr and "multi-process training arrives in a later version" in result.stderr
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "model.global_batch_size=4 is not a multiple of model.micro_batch_size=2 × data-parallel size 3" in (
+        result.stderr)
 
 
 def test_errors_are_one_line_on_a_fresh_interpreter(dataset, tmp_path):

@@ -50,9 +50,9 @@ def test_overrides_and_yaml_path(tmp_path):
         ("model.global_batch_size=10", "model.global_batch_size=10 is not a multiple of model.micro_batch_size"),
         ("model.data.seq_length=256", "model.data.seq_length=256 differs from model.encoder_seq_length"),
         ("model.max_position_embeddings=64", "model.data.seq_length=128 exceeds model.max_position_embeddings=64"),
-        ("model.tensor_model_parallel_size=2", "tensor/pipeline parallelism arrives in a later version"),
-        ("model.pipeline_model_parallel_size=2", "tensor/pipeline parallelism arrives in a later version"),
-        ("trainer.devices=8", "multi-process training arrives in a later version"),
+        ("model.tensor_model_parallel_size=3", "model.num_attention_heads=4 is not divisible by "
+                                               "model.tensor_model_parallel_size=3"),
+        ("model.pipeline_model_parallel_size=2", "pipeline parallelism is not available yet"),
         ("trainer.precision=16", "trainer.precision=16 is not supported"),
         ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches must be 1"),
         ("trainer.max_time=1h", "trainer.max_time"),
@@ -104,3 +104,14 @@ def test_show_config_prints_resolved_yaml():
     data = yaml.safe_load(result.stdout)
     assert data["trainer"]["max_steps"] == 5
     assert load_train_config(data) == load_train_config("gpt3/tiny-cpu", ["trainer.max_steps=5"])
+
+
+def test_parallel_layout_is_checked_against_the_world_size():
+    cfg = load_train_config("gpt3/tiny-cpu", ["model.tensor_model_parallel_size=2"])  # GBS 8, MBS 4
+    assert cfg.model.data_parallel_size(2) == 1 and cfg.model.data_parallel_size(4) == 2
+    with pytest.raises(ConfigError, match="world size 3 is not a multiple of model.tensor_model_parallel_size=2"):
+        cfg.model.data_parallel_size(3)
+    with pytest.raises(ConfigError) as err:
+        cfg.model.data_parallel_size(8)  # DP 4: 4 × 4 does not divide 8
+    assert "model.global_batch_size=8 is not a multiple of model.micro_batch_size=4 × data-parallel size 4" in (
+        err.value.one_line())

@@ -119,6 +119,14 @@ def test_max_time_stops_and_checkpoints(dataset, tmp_path):
     assert any("trainer.max_time" in line for line in lines)
 
 
+def test_max_time_before_max_steps_exits_75(dataset, tmp_path):
+    result = CliRunner().invoke(main, ["pretrain", "--config", "gpt3/tiny-cpu",
+                                       *tiny_overrides(dataset, tmp_path, "trainer.max_time=00:00:00:00")])
+    assert result.exit_code == 75  # retryable: the sbatch template requeues the job
+    assert "stopped by trainer.max_time at step 1/6" in result.stderr
+    assert latest_checkpoint(tmp_path).name == "step-00000001"
+
+
 def test_vocab_larger_than_model_exits_3(dataset, tmp_path):
     result = CliRunner().invoke(main, ["pretrain", "--config", "gpt3/tiny-cpu",
                                        *tiny_overrides(dataset, tmp_path, "model.tokenizer.vocab_size=256")])

@@ -6,9 +6,11 @@ model, optimizer, data position, scheduler step, RNG), ``config.yaml``,
 Each directory is built under a temporary name and renamed into place, so a
 crash never leaves a half-written checkpoint under a real name.
 
-DCP writes one shard per rank and reshards on load; with one process there is one
-shard, and a multi-rank save only needs every rank to call ``save_checkpoint``
-with its own (sharded) state and rank-keyed RNG.
+DCP writes one shard per rank and reshards on load, so a checkpoint saved with one
+layout (DP=2, say) resumes with another (TP=2, or one process). Every rank calls
+``save_checkpoint`` (the DCP write is collective); rank 0 alone picks the temporary
+directory, writes config, tokenizer and manifest, renames it into place and moves
+``latest``, and the others wait for it at a barrier.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
@@ -51,7 +54,6 @@ from .model import GPTConfig
 from .runtime import get_rng_state, set_rng_state
 
 DCP_DIR = "dcp"
-_RANK_KEY = "rank0"  # RNG streams are per process; a multi-rank save keys one per rank
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,37 @@ def _quiet_dcp() -> Iterator[None]:
         yield
 
 
-def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, rng: Any) -> dict:
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _rng_key(rank: int) -> str:
+    return f"rank{rank}"  # RNG streams are per process: one entry per rank
+
+
+def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, rng: Any,
+           rng_key: str) -> dict:
+    model_sd, optim_sd = get_state_dict(model, optimizer)  # sharded (DTensor) entries under FSDP/TP
     return {
         "model": model_sd,
         "optim": optim_sd,
         "train_state": {"step": state.step, "consumed_samples": state.consumed_samples,
                         "scheduler": {"last_step": state.step}},  # the LR is a pure function of the step
-        "rng": {_RANK_KEY: rng},
+        "rng": {rng_key: rng},
     }
+
+
+def _from_rank0(value: Any) -> Any:
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def save_checkpoint(
@@ -96,9 +120,17 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoints/step-NNNNNNNN`` (manifest last), point ``latest`` at it, prune old ones."""
     final = Path(run_dir) / CHECKPOINTS_DIR / checkpoint_dir_name(state.step)
-    with atomic_directory(final) as tmp:
+    rank = _rank()
+    with contextlib.ExitStack() as stack:
+        tmp = _from_rank0(stack.enter_context(atomic_directory(final)) if rank == 0 else None)
+        sd = _state(model, optimizer, state, pickle.dumps(get_rng_state()), _rng_key(rank))
         with _quiet_dcp():
-            dcp.save(_state(model, optimizer, state, pickle.dumps(get_rng_state())), checkpoint_id=tmp / DCP_DIR)
+            dcp.save(sd, checkpoint_id=tmp / DCP_DIR)
+        _barrier()  # every shard is on disk before rank 0 lists files and renames
+        if rank != 0:
+            stack.pop_all()
+            _barrier()
+            return final
         save_config(cfg, tmp / "config.yaml")
         tokenizer_summary = _copy_tokenizer(tokenizer, tmp)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
@@ -115,6 +147,7 @@ def save_checkpoint(
                        files=files, config=to_dict(cfg), inputs=inputs, summary=summary)
     set_latest_checkpoint(run_dir, final)
     prune_checkpoints(run_dir, cfg.exp_manager.checkpoint_callback_params)
+    _barrier()  # nobody reads ``latest`` or writes the next checkpoint before this one is in place
     return final
 
 
@@ -140,8 +173,11 @@ def _copy_tokenizer(tokenizer: TokenizerInfo, dest: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
     """Restore model, optimizer and RNG in place from a checkpoint directory; return the train state."""
-    template = _state(model, optimizer, TrainState(), None)
     try:
+        saved = dcp.FileSystemReader(str(Path(path) / DCP_DIR)).read_metadata().state_dict_metadata
+        # A rank the saving run did not have (a larger world) continues rank 0's RNG stream.
+        rng_key = _rng_key(_rank()) if f"rng.{_rng_key(_rank())}" in saved else _rng_key(0)
+        template = _state(model, optimizer, TrainState(), None, rng_key)
         with _quiet_dcp():
             dcp.load(template, checkpoint_id=Path(path) / DCP_DIR)
     except Exception as exc:  # DCP raises several kinds; all mean "this checkpoint does not fit"
@@ -149,7 +185,7 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
         raise ArtifactError(f"{path}: cannot load its {DCP_DIR}/ ({type(exc).__name__}: {first})",
                             hint="resume with the config the checkpoint was written with") from None
     set_state_dict(model, optimizer, model_state_dict=template["model"], optim_state_dict=template["optim"])
-    set_rng_state(pickle.loads(template["rng"][_RANK_KEY]))
+    set_rng_state(pickle.loads(template["rng"][rng_key]))
     train = template["train_state"]
     return TrainState(step=int(train["step"]), consumed_samples=int(train["consumed_samples"]))
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 import yaml
 
-from bignlp_contracts import exit_on_error, to_dict
+from bignlp_contracts import RetryableError, discover_run_env, exit_on_error, to_dict
 
 from . import __version__
 from .config import load_train_config, shipped_configs
@@ -35,26 +37,42 @@ def main() -> None:
 
 @main.command()
 @_config_option(required=True)
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="start this many local worker processes (world size = TP × PP × DP); leave at 1 under "
+              "torchrun or srun, which start the workers themselves.")
 @_overrides_argument
-def pretrain(config_name: str, overrides: tuple[str, ...]) -> None:
+@click.pass_context
+def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, overrides: tuple[str, ...]) -> None:
     """Train a GPT from scratch, or resume the run's latest checkpoint.
 
     Writes RUN_DIR/config.yaml, RUN_DIR/metrics.jsonl and gpt-checkpoint
     artifacts under RUN_DIR/checkpoints/ (RUN_DIR = exp_manager.explicit_log_dir,
-    else exp_manager.exp_dir/exp_manager.name).
+    else exp_manager.exp_dir/exp_manager.name). Under torchrun or srun each
+    process joins the job from its environment.
 
     Example:
 
     \b
-      bignlp-train pretrain --config gpt3/tiny-cpu \\
+      bignlp-train pretrain --config gpt3/tiny-cpu --nproc-per-node 2 \\
         model.data.data_prefix=[1.0,data/demo-en_text_document] \\
         exp_manager.explicit_log_dir=results/tiny trainer.max_steps=50
     """
+    if nproc_per_node > 1 and discover_run_env().is_distributed:
+        raise click.UsageError("--nproc-per-node starts workers itself; under torchrun or srun leave it at 1")
     with exit_on_error(PROG):
         cfg = load_train_config(config_name, overrides)
+        from .trainer import plan_run
         from .trainer import pretrain as run_pretrain  # torch + megatron-core: only when training
 
+        if nproc_per_node > 1:
+            plan_run(cfg, nproc_per_node)  # one error line here rather than one per worker
+            from .launch import launch_local
+
+            argv = [sys.executable, "-m", "bignlp_train", "pretrain", "--config", config_name, *overrides]
+            ctx.exit(launch_local(argv, nproc_per_node))
         result = run_pretrain(cfg, log=lambda line: click.echo(line))
+    if result.rank != 0:
+        return
     before = "n/a (resumed)" if result.initial_val_loss is None else f"{result.initial_val_loss:.4f}"
     after = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     click.echo(f"validation loss before training: {before}")
@@ -64,6 +82,11 @@ def pretrain(config_name: str, overrides: tuple[str, ...]) -> None:
     click.echo(f"run dir: {result.run_dir}")
     latest = result.latest_checkpoint or "none (exp_manager.create_checkpoint_callback=false)"
     click.echo(f"latest checkpoint: {latest}")
+    if result.stopped_early:  # time limit or preemption signal: exit "retryable" so the sbatch template requeues
+        why = result.stopped_by_signal or "trainer.max_time"
+        click.echo(f"{PROG}: stopped by {why} at step {result.step}/{result.max_steps}; exiting with "
+                   f"{RetryableError.exit_code} (retryable): run the same command to continue", err=True)
+        ctx.exit(RetryableError.exit_code)
 
 
 @main.command("show-config")

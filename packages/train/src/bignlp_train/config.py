@@ -20,8 +20,6 @@ from bignlp_contracts import ConfigError, load_config
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 
-_LATER = "tensor/pipeline parallelism arrives in a later version"
-_MULTI = "multi-process training arrives in a later version"
 OPTIMIZERS = ("adam", "adamw", "fused_adam", "distributed_fused_adam")
 
 
@@ -48,8 +46,8 @@ class RunConfig:
 class TrainerConfig:
     """How long and how to train (Lightning's Trainer keys)."""
 
-    num_nodes: int = 1
-    devices: int = 1
+    num_nodes: int = 1  # for the Slurm template; the world size is the number of processes started
+    devices: int = 1  # processes (GPUs or CPU slots) per node, for the Slurm template
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     precision: int | str = 32  # 32 (fp32) or bf16 (autocast, fp32 master weights)
     max_steps: int = 100
@@ -64,11 +62,6 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.num_nodes < 1 or self.devices < 1:
             raise ConfigError("trainer.num_nodes and trainer.devices must be at least 1")
-        if self.num_nodes * self.devices > 1:
-            raise ConfigError(
-                f"trainer.num_nodes={self.num_nodes} × trainer.devices={self.devices}: {_MULTI}",
-                hint="set trainer.num_nodes=1 trainer.devices=1",
-            )
         if self.precision_name is None:
             raise ConfigError(
                 f"trainer.precision={self.precision!r} is not supported",
@@ -247,8 +240,9 @@ class ModelConfig:
 
     micro_batch_size: int = 4
     global_batch_size: int = 8
-    tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1
+    tensor_model_parallel_size: int = 1  # TP: each layer's matmuls split over this many ranks
+    pipeline_model_parallel_size: int = 1  # must be 1: pipeline parallelism is not available yet
+    sequence_parallel: bool = False  # with TP: LayerNorms and dropout split along the sequence
     encoder_seq_length: int = 2048
     max_position_embeddings: int = 2048
     num_layers: int = 12
@@ -267,20 +261,27 @@ class ModelConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
-        if self.tensor_model_parallel_size != 1 or self.pipeline_model_parallel_size != 1:
+        if self.pipeline_model_parallel_size != 1:
             raise ConfigError(
-                f"model.tensor_model_parallel_size={self.tensor_model_parallel_size} and "
-                f"model.pipeline_model_parallel_size={self.pipeline_model_parallel_size}: {_LATER}",
-                hint="set both to 1",
+                f"model.pipeline_model_parallel_size={self.pipeline_model_parallel_size}: "
+                "pipeline parallelism is not available yet",
+                hint="set model.pipeline_model_parallel_size=1 (use tensor or data parallelism)",
             )
-        for key in ("micro_batch_size", "global_batch_size", "encoder_seq_length", "max_position_embeddings",
-                    "num_layers", "hidden_size", "num_attention_heads", "make_vocab_size_divisible_by"):
+        for key in ("micro_batch_size", "tensor_model_parallel_size", "global_batch_size", "encoder_seq_length",
+                    "max_position_embeddings", "num_layers", "hidden_size", "num_attention_heads",
+                    "make_vocab_size_divisible_by"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be positive, got {getattr(self, key)}")
         if self.global_batch_size % self.micro_batch_size:
             raise ConfigError(
                 f"model.global_batch_size={self.global_batch_size} is not a multiple of "
-                f"model.micro_batch_size={self.micro_batch_size} (data-parallel size is 1)"
+                f"model.micro_batch_size={self.micro_batch_size}"
+            )
+        if self.num_attention_heads % self.tensor_model_parallel_size:
+            raise ConfigError(
+                f"model.num_attention_heads={self.num_attention_heads} is not divisible by "
+                f"model.tensor_model_parallel_size={self.tensor_model_parallel_size}",
+                hint="each tensor-parallel rank computes whole attention heads",
             )
         if self.kv_channels is None and self.hidden_size % self.num_attention_heads:
             raise ConfigError(
@@ -312,8 +313,30 @@ class ModelConfig:
 
     @property
     def num_micro_batches(self) -> int:
-        """Micro-batches accumulated per optimizer step (data-parallel size 1)."""
+        """Micro-batches per optimizer step over all data-parallel ranks together."""
         return self.global_batch_size // self.micro_batch_size
+
+    def data_parallel_size(self, world_size: int) -> int:
+        """DP = world size / (TP × PP), checked against the batch sizes (seed section 5.7).
+
+        Called before any process group exists, so a bad layout costs one line, not a hang.
+        """
+        tp, pp = self.tensor_model_parallel_size, self.pipeline_model_parallel_size
+        if world_size % (tp * pp):
+            raise ConfigError(
+                f"world size {world_size} is not a multiple of model.tensor_model_parallel_size={tp} × "
+                f"model.pipeline_model_parallel_size={pp} (world size = TP × PP × DP)",
+                hint=f"start a multiple of {tp * pp} processes, or change the parallel sizes",
+            )
+        dp = world_size // (tp * pp)
+        if self.global_batch_size % (self.micro_batch_size * dp):
+            raise ConfigError(
+                f"model.global_batch_size={self.global_batch_size} is not a multiple of "
+                f"model.micro_batch_size={self.micro_batch_size} × data-parallel size {dp} "
+                f"(GBS must be a multiple of MBS × num_gpus / (TP × PP) = {self.micro_batch_size * dp})",
+                hint="keep GBS and pick a process count or micro-batch size that divides it",
+            )
+        return dp
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -227,7 +227,7 @@ class SequentialSampler:
     """Megatron's pretraining sampler: consecutive micro-batches starting at ``consumed_samples``.
 
     With data parallelism each rank takes its slice of every ``micro_batch_size × dp``
-    run of indices; here dp is 1, but the arithmetic is already the general one.
+    run of indices, so a global batch holds the same samples whatever the DP size.
     """
 
     def __init__(self, total_samples: int, consumed_samples: int, micro_batch_size: int,
@@ -249,8 +249,9 @@ class SequentialSampler:
 
 
 def micro_batches(dataset, *, start: int, num_samples: int, micro_batch_size: int, num_workers: int = 0,
-                  pin_memory: bool = False, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """Micro-batches of samples ``start .. start + num_samples`` in order.
+                  pin_memory: bool = False, seed: int = 0, data_parallel_rank: int = 0,
+                  data_parallel_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    """This data-parallel rank's micro-batches of samples ``start .. start + num_samples``, in order.
 
     The loader gets its own generator: by default a DataLoader draws its base seed from
     the global torch RNG, which would shift dropout masks depending on when loaders are made.
@@ -260,7 +261,7 @@ def micro_batches(dataset, *, start: int, num_samples: int, micro_batch_size: in
             f"the dataset index holds {len(dataset)} samples, {start + num_samples} are needed "
             "(a checkpoint from a run with a different batch size or step count?)"
         )
-    sampler = SequentialSampler(start + num_samples, start, micro_batch_size)
+    sampler = SequentialSampler(start + num_samples, start, micro_batch_size, data_parallel_rank, data_parallel_size)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                                          pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))
     yield from loader

@@ -12,11 +12,14 @@ which a later ``parallelize.py`` needs in order to shard it before allocating.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Fill = Callable[[torch.Tensor, Callable[[torch.Tensor], object]], None]  # (param, init_) -> None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +53,6 @@ class SelfAttention(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.num_heads = cfg.num_attention_heads
         self.kv_channels = cfg.kv_channels
         self.dropout_p = cfg.attention_dropout
         projection = cfg.num_attention_heads * cfg.kv_channels
@@ -59,8 +61,10 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, seq, _ = x.shape
-        # Megatron's layout: per head [q | k | v], so a head's three slices sit together.
-        qkv = self.linear_qkv(x).view(batch, seq, self.num_heads, 3 * self.kv_channels)
+        # Megatron's layout: per head [q | k | v], so a head's three slices sit together. The head
+        # count comes from the output width: under tensor parallelism a rank holds whole heads only.
+        qkv = self.linear_qkv(x)
+        qkv = qkv.view(batch, seq, qkv.shape[-1] // (3 * self.kv_channels), 3 * self.kv_channels)
         q, k, v = (t.transpose(1, 2) for t in qkv.split(self.kv_channels, dim=-1))  # (B, heads, S, kv)
         dropout_p = self.dropout_p if self.training else 0.0
         if attention_mask is None:
@@ -141,25 +145,30 @@ class GPT(nn.Module):
         return F.linear(self.final_layernorm(x), self.output_weight)
 
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_weights(self, fill: Fill | None = None) -> None:
         """Megatron's init: weights ~ N(0, std), output projections N(0, std/√(2·layers)), biases 0, LN 1/0.
 
         The scaled projections (attention out, second MLP linear) keep the residual
         stream's variance from growing with depth. Uses the global torch RNG, so
         ``torch.manual_seed`` beforehand makes it reproducible on any device.
+
+        ``fill(param, init_)`` applies ``init_`` to ``param``; the default calls it in place.
+        A sharded model passes one that runs ``init_`` on the full shape and keeps its
+        slice, so its weights equal the single-device ones (same RNG draws, same order).
         """
+        fill = fill or (lambda param, init_: init_(param))
         std = self.cfg.init_method_std
         scaled_std = std / math.sqrt(2.0 * self.cfg.num_layers)
         for name, module in self.named_modules():
             if isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+                fill(module.weight, nn.init.ones_)
+                fill(module.bias, nn.init.zeros_)
             elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
+                fill(module.weight, lambda t: nn.init.normal_(t, mean=0.0, std=std))
             elif isinstance(module, nn.Linear):
-                is_output = name.endswith(("linear_proj", "linear_fc2"))
-                nn.init.normal_(module.weight, mean=0.0, std=scaled_std if is_output else std)
-                nn.init.zeros_(module.bias)
+                out_std = scaled_std if name.endswith(("linear_proj", "linear_fc2")) else std
+                fill(module.weight, lambda t, s=out_std: nn.init.normal_(t, mean=0.0, std=s))
+                fill(module.bias, nn.init.zeros_)
 
 
 def build_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPT:

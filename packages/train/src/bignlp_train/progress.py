@@ -30,7 +30,9 @@ class Progress:
     Appending keeps a resumed run's history in the same file; each record carries its step.
     """
 
-    def __init__(self, run_dir: Path, *, max_steps: int, tokens_per_step: int, log: Callable[[str], None]) -> None:
+    def __init__(self, run_dir: Path, *, max_steps: int, tokens_per_step: int, log: Callable[[str], None],
+                 enabled: bool = True) -> None:
+        self.enabled = enabled  # False on every rank but 0: one writer per file
         self.path = Path(run_dir) / METRICS_FILE
         self.max_steps = max_steps
         self.tokens_per_step = tokens_per_step
@@ -40,13 +42,15 @@ class Progress:
 
     def record(self, event: str, **fields: Any) -> None:
         """Append one JSON object (NaN/inf written as null)."""
+        if not self.enabled:
+            return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"event": event, **clean, "time": round(time.time(), 3)}) + "\n")
 
     def forget_after(self, step: int) -> None:
         """Drop records past ``step`` (left by a run that died after its last checkpoint) before resuming."""
-        if not self.path.is_file():
+        if not self.enabled or not self.path.is_file():
             return
         kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]

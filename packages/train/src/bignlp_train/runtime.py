@@ -4,27 +4,79 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
+import threading
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-from bignlp_contracts import ConfigError
+from bignlp_contracts import ConfigError, RunEnv
 
 from .config import TrainerConfig
 
 
-def pick_device(trainer: TrainerConfig) -> torch.device:
-    """``auto``: the GPU if there is one, else the CPU; ``gpu`` without one is an error."""
+def pick_device(trainer: TrainerConfig, local_rank: int = 0) -> torch.device:
+    """``auto``: the GPU if there is one (this local rank's), else the CPU; ``gpu`` without one is an error."""
     if trainer.accelerator == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if trainer.accelerator == "gpu":
         raise ConfigError(
             "trainer.accelerator=gpu but no CUDA device is visible", hint="use trainer.accelerator=auto or cpu"
         )
     return torch.device("cpu")
+
+
+def init_distributed(env: RunEnv, device: torch.device, tensor_parallel_size: int) -> DeviceMesh | None:
+    """Join the job's process group (NCCL on GPUs, gloo on CPUs); return the ("dp", "tp") mesh.
+
+    None for a single process: no group, no mesh, the plain model.
+    """
+    if not env.is_distributed:
+        return None
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}", rank=env.rank,
+                            world_size=env.world_size, device_id=device if device.type == "cuda" else None)
+    dp = env.world_size // tensor_parallel_size
+    return init_device_mesh(device.type, (dp, tensor_parallel_size), mesh_dim_names=("dp", "tp"))
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class StopSignals:
+    """Remember SIGTERM/SIGUSR1 instead of dying, so the loop can checkpoint and exit cleanly.
+
+    Slurm sends SIGTERM (or, with ``--signal=USR1@120``, SIGUSR1) before it preempts or times
+    out a job. Handlers can only be installed from the main thread; elsewhere this is inert.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS}
+        return self
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def check_precision(device: torch.device, precision: str) -> None:

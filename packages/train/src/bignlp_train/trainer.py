@@ -2,20 +2,28 @@
 
 ``pretrain(cfg)`` is the library entry point behind ``bignlp-train pretrain``.
 One optimizer step = ``global_batch_size / micro_batch_size`` micro-batches of
-gradient accumulation, then clipping and AdamW at the scheduled learning rate.
-Everything a step depends on (weights, optimizer moments, step, data position,
-RNG) is in the checkpoint, so a resumed run repeats an uninterrupted one bit for bit.
+gradient accumulation (split over the data-parallel ranks), then clipping by the
+global gradient norm and AdamW at the scheduled learning rate. Everything a step
+depends on (weights, optimizer moments, step, data position, RNG) is in the
+checkpoint, so a resumed run repeats an uninterrupted one bit for bit.
+
+Multi-process: every rank runs ``pretrain``; the layout comes from the process
+environment (torchrun, srun or ``--nproc-per-node``) and the config's parallel sizes.
+Rank 0 alone prints, writes metrics.jsonl and manifests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from bignlp_contracts import (
     ArtifactError,
@@ -40,10 +48,19 @@ from .data import (
     micro_batches,
     resolve_blend,
 )
-from .model import GPT, GPTConfig, build_model, lm_loss, num_parameters, padded_vocab_size
+from .model import GPT, GPTConfig, lm_loss, num_parameters, padded_vocab_size
 from .optim import build_optimizer, lr_at, set_lr
+from .parallelize import build_parallel_model, clip_grad_norm_
 from .progress import Progress
-from .runtime import autocast, check_precision, pick_device, seed_everything
+from .runtime import (
+    StopSignals,
+    autocast,
+    check_precision,
+    init_distributed,
+    pick_device,
+    seed_everything,
+    shutdown_distributed,
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,42 @@ class TrainResult:
     stopped_by_max_time: bool
     num_parameters: int
     device: str
+    rank: int = 0
+    world_size: int = 1
+    stopped_by_signal: str | None = None  # "SIGTERM" / "SIGUSR1" when a signal ended the run early
+
+    @property
+    def stopped_early(self) -> bool:
+        """Stopped before ``max_steps`` (time limit or signal): the same command continues the run."""
+        return self.step < self.max_steps and (self.stopped_by_max_time or self.stopped_by_signal is not None)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the checks before training found: run by the launcher before it starts workers, and by each."""
+
+    entries: list[BlendEntry]
+    tokenizer: TokenizerInfo
+    arch: GPTConfig
+    run_dir: Path
+    resume_from: Path | None
+    data_parallel_size: int
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """This rank's place among the data-parallel replicas (group None: one replica)."""
+
+    rank: int = 0
+    size: int = 1
+    group: dist.ProcessGroup | None = None
+
+    def mean(self, total: torch.Tensor, count: int) -> float:
+        """Mean over all replicas of a per-rank sum of ``count`` values (one host sync)."""
+        if self.group is not None:
+            total = total.clone()
+            dist.all_reduce(total, group=self.group)
+        return total.item() / (count * self.size)
 
 
 def gpt_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
@@ -131,51 +184,46 @@ def _forward_loss(model: GPT, batch: dict, device: torch.device, precision: str,
 
 
 def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: TrainConfig, device: torch.device,
-               eod_id: int, clip: float) -> tuple[float, float]:
-    """One optimizer step: accumulate gradients over GBS/MBS micro-batches, clip, update.
+               eod_id: int, clip: float, dp: DataParallel = DataParallel()) -> tuple[float, float]:
+    """One optimizer step: accumulate gradients over this rank's GBS/(MBS·DP) micro-batches, clip, update.
 
-    Returns the mean micro-batch loss and the gradient norm before clipping.
+    Each micro-batch loss is a mean, scaled by 1/local count; FSDP averages the
+    gradients over the DP ranks, so the step sees the mean over all GBS/MBS
+    micro-batches, as one process would. Returns that mean loss and the global
+    gradient norm before clipping.
     """
-    n = cfg.model.num_micro_batches
+    n = cfg.model.num_micro_batches // dp.size
     loss_sum = torch.zeros((), device=device)
     for _ in range(n):
         loss = _forward_loss(model, next(batches), device, cfg.trainer.precision_name, eod_id,
                              cfg.model.data.reset_attention_mask)
         (loss / n).backward()
         loss_sum += loss.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    grad_norm = clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum.item() / n, grad_norm.item()  # one host sync per step
+    return dp.mean(loss_sum, n), grad_norm.item()
 
 
 @torch.no_grad()
 def evaluate(model: GPT, dataset, *, num_batches: int, cfg: TrainConfig, device: torch.device,
-             eod_id: int) -> float:
+             eod_id: int, dp: DataParallel = DataParallel()) -> float:
     """Mean loss over the first ``num_batches`` global batches of ``dataset`` (always the same ones)."""
     model.eval()
-    losses = [
-        _forward_loss(model, mb, device, cfg.trainer.precision_name, eod_id, cfg.model.data.reset_attention_mask).item()
-        for mb in micro_batches(dataset, start=0, num_samples=num_batches * cfg.model.global_batch_size,
-                                micro_batch_size=cfg.model.micro_batch_size, num_workers=cfg.model.data.num_workers,
-                                seed=cfg.model.seed)
-    ]
+    total, count = torch.zeros((), device=device), 0
+    for mb in micro_batches(dataset, start=0, num_samples=num_batches * cfg.model.global_batch_size,
+                            micro_batch_size=cfg.model.micro_batch_size, num_workers=cfg.model.data.num_workers,
+                            seed=cfg.model.seed, data_parallel_rank=dp.rank, data_parallel_size=dp.size):
+        total += _forward_loss(model, mb, device, cfg.trainer.precision_name, eod_id,
+                               cfg.model.data.reset_attention_mask)
+        count += 1
     model.train()
-    return sum(losses) / len(losses)
+    return dp.mean(total, count)
 
 
-def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainResult:
-    """Train ``cfg`` to ``trainer.max_steps`` (or ``trainer.max_time``), resuming if asked; return the outcome."""
-    started = time.monotonic()
-    env = discover_run_env()
-    if env.is_distributed:
-        raise ConfigError(
-            f"this process is rank {env.rank} of {env.world_size} ({env.source}): multi-process training "
-            "arrives in a later version",
-            hint="run a single process (no torchrun; srun with --ntasks=1)",
-        )
-    device, precision = pick_device(cfg.trainer), cfg.trainer.precision_name
-    check_precision(device, precision)
+def plan_run(cfg: TrainConfig, world_size: int = 1) -> RunPlan:
+    """Every check that needs neither a process group nor a model: layout, data, vocabulary, resume."""
+    dp_size = cfg.model.data_parallel_size(world_size)
     entries = resolve_blend(cfg.model)
     check_splits(cfg, entries)
     tokenizer = blend_tokenizer(entries)
@@ -186,11 +234,42 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     resume_from = find_resume_checkpoint(cfg, run_dir)
     if resume_from is not None:
         check_resume_compatible(resume_from, arch, entries, tokenizer)
+    return RunPlan(entries, tokenizer, arch, run_dir, resume_from, dp_size)
 
+
+def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainResult:
+    """Train ``cfg`` to ``trainer.max_steps`` (or ``trainer.max_time``), resuming if asked; return the outcome.
+
+    Joins the job's process group when started as one of several processes
+    (torchrun, srun, ``--nproc-per-node``), after the cheap checks have passed.
+    """
+    started = time.monotonic()
+    env = discover_run_env()
+    plan = plan_run(cfg, env.world_size)
+    device = pick_device(cfg.trainer, env.local_rank)
+    check_precision(device, cfg.trainer.precision_name)
+    mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size)
+    try:
+        dp = DataParallel()
+        if mesh is not None and mesh["dp"].size() > 1:
+            dp = DataParallel(mesh["dp"].get_local_rank(), mesh["dp"].size(), mesh["dp"].get_group())
+        result = _train(cfg, plan, device=device, mesh=mesh, dp=dp, rank=env.rank, started=started,
+                        log=log if env.rank == 0 else lambda _line: None)
+        return dataclasses.replace(result, rank=env.rank, world_size=env.world_size)
+    finally:
+        shutdown_distributed()
+
+
+def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: DataParallel, rank: int,
+           started: float, log: Callable[[str], None]) -> TrainResult:
+    precision = cfg.trainer.precision_name
+    entries, tokenizer, arch, run_dir, resume_from = (plan.entries, plan.tokenizer, plan.arch, plan.run_dir,
+                                                      plan.resume_from)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if rank == 0:
+        save_config(cfg, run_dir / "config.yaml")
     seed_everything(cfg.model.seed)
-    model = build_model(arch, device)
+    model = build_parallel_model(arch, device, mesh, sequence_parallel=cfg.model.sequence_parallel)
     optimizer = build_optimizer(model, cfg, device)
     n_params = num_parameters(model)
     cache_dir = Path(cfg.model.data.index_mapping_dir or run_dir / "index_cache")
@@ -203,15 +282,17 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
         log(f"resumed from {resume_from} (step {state.step}, {state.consumed_samples} samples consumed)")
     model.train()
     m, trainer = cfg.model, cfg.trainer
+    layout = "" if mesh is None else (f" × {mesh.size()} processes (DP {dp.size}, TP "
+                                      f"{m.tensor_model_parallel_size}{', SP' if m.sequence_parallel else ''})")
     log(f"model: {n_params:,} parameters, {arch.num_layers} layers, hidden {arch.hidden_size}, "
-        f"vocab {arch.vocab_size} | device {device}, precision {precision} | run dir {run_dir}")
+        f"vocab {arch.vocab_size} | device {device}{layout}, precision {precision} | run dir {run_dir}")
     progress = Progress(run_dir, max_steps=trainer.max_steps, tokens_per_step=m.global_batch_size * m.seq_length,
-                        log=log)
+                        log=log, enabled=rank == 0)
     if resume_from is not None:
         progress.forget_after(state.step)
     do_val = valid_ds is not None and trainer.limit_val_batches > 0
     validate = lambda: evaluate(model, valid_ds, num_batches=trainer.limit_val_batches, cfg=cfg, device=device,
-                                eod_id=tokenizer.eod_id)
+                                eod_id=tokenizer.eod_id, dp=dp)
 
     initial_val = final_val = None
     if resume_from is None and do_val:
@@ -219,57 +300,72 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
         log(f"validation loss before training: {initial_val:.4f}")
         progress.record("validation", step=0, val_loss=initial_val)
 
-    latest, stopped_by_time, train_loss = resume_from, False, math.nan
+    latest, stopped_by_time, signalled, train_loss = resume_from, False, None, math.nan
     max_time_s = trainer.max_time_s
     clip = trainer.gradient_clip_val if trainer.gradient_clip_val > 0 else math.inf
     batches = micro_batches(train_ds, start=state.consumed_samples,
                             num_samples=(trainer.max_steps - state.step) * m.global_batch_size,
                             micro_batch_size=m.micro_batch_size, num_workers=m.data.num_workers,
-                            pin_memory=device.type == "cuda", seed=m.seed)
+                            pin_memory=device.type == "cuda", seed=m.seed, data_parallel_rank=dp.rank,
+                            data_parallel_size=dp.size)
     progress.pause()
     first_step = state.step + 1  # logged too, so a (re)started run shows signs of life at once
-    while state.step < trainer.max_steps:
-        lr = lr_at(state.step, cfg)
-        set_lr(optimizer, lr)
-        train_loss, grad_norm = train_step(model, optimizer, batches, cfg=cfg, device=device, eod_id=tokenizer.eod_id,
-                                           clip=clip)
-        state = TrainState(state.step + 1, state.consumed_samples + m.global_batch_size)
-        progress.step_done()
-        if state.step % trainer.log_every_n_steps == 0 or state.step in (first_step, trainer.max_steps):
-            progress.train_step(state.step, loss=train_loss, lr=lr, grad_norm=grad_norm,
-                                consumed_samples=state.consumed_samples)
-        stopped_by_time = max_time_s is not None and time.monotonic() - started >= max_time_s
-        at_end = state.step == trainer.max_steps or stopped_by_time
-        val_now = do_val and (state.step % trainer.val_check_interval == 0 or at_end)
-        every_n = cfg.exp_manager.checkpoint_callback_params.every_n_steps
-        if val_now:
-            final_val = validate()
-            progress.validation(state.step, final_val)
-        save_now = val_now or at_end or bool(every_n and state.step % every_n == 0)
-        if cfg.exp_manager.create_checkpoint_callback and save_now:
-            latest = save_checkpoint(
-                run_dir, cfg=cfg, model=model, optimizer=optimizer, state=state, gpt_config=arch,
-                tokenizer=tokenizer, inputs=inputs, num_parameters=n_params,
-                metrics={"train_loss": train_loss, "val_loss": final_val if val_now else None},
-            )
-            log(f"saved checkpoint {latest}")
-        if val_now or save_now:
-            progress.pause()  # keep validation and checkpoint time out of the step time
-        if stopped_by_time:
-            log(f"trainer.max_time={trainer.max_time} reached at step {state.step}/{trainer.max_steps}; "
-                "run the same command again to continue")
-            break
+    with StopSignals() as stop:  # SIGTERM/SIGUSR1 (Slurm preemption): checkpoint, then stop
+        while state.step < trainer.max_steps:
+            lr = lr_at(state.step, cfg)
+            set_lr(optimizer, lr)
+            train_loss, grad_norm = train_step(model, optimizer, batches, cfg=cfg, device=device,
+                                               eod_id=tokenizer.eod_id, clip=clip, dp=dp)
+            state = TrainState(state.step + 1, state.consumed_samples + m.global_batch_size)
+            progress.step_done()
+            if state.step % trainer.log_every_n_steps == 0 or state.step in (first_step, trainer.max_steps):
+                progress.train_step(state.step, loss=train_loss, lr=lr, grad_norm=grad_norm,
+                                    consumed_samples=state.consumed_samples)
+            time_up = max_time_s is not None and time.monotonic() - started >= max_time_s
+            reason = _rank0_decides(stop.received or (-1 if time_up else 0), mesh)  # signal number, -1: time, 0: go on
+            stopped_by_time = reason == -1
+            signalled = signal.Signals(reason).name if reason > 0 else None
+            at_end = state.step == trainer.max_steps or reason != 0
+            val_now = do_val and (state.step % trainer.val_check_interval == 0 or at_end)
+            every_n = cfg.exp_manager.checkpoint_callback_params.every_n_steps
+            if val_now:
+                final_val = validate()
+                progress.validation(state.step, final_val)
+            save_now = val_now or at_end or bool(every_n and state.step % every_n == 0)
+            if cfg.exp_manager.create_checkpoint_callback and save_now:
+                latest = save_checkpoint(
+                    run_dir, cfg=cfg, model=model, optimizer=optimizer, state=state, gpt_config=arch,
+                    tokenizer=tokenizer, inputs=inputs, num_parameters=n_params,
+                    metrics={"train_loss": train_loss, "val_loss": final_val if val_now else None},
+                )
+                log(f"saved checkpoint {latest}")
+            if val_now or save_now:
+                progress.pause()  # keep validation and checkpoint time out of the step time
+            if reason != 0:
+                why = f"trainer.max_time={trainer.max_time} reached" if stopped_by_time else f"{signalled} received"
+                log(f"{why} at step {state.step}/{trainer.max_steps}; run the same command again to continue")
+                break
 
     if final_val is None and do_val:  # resumed at or past max_steps: still report where the model stands
         final_val = validate()
         progress.validation(state.step, final_val)
     test_loss = None
-    if test_ds is not None and trainer.limit_test_batches > 0 and not stopped_by_time:
+    if test_ds is not None and trainer.limit_test_batches > 0 and not stopped_by_time and signalled is None:
         test_loss = evaluate(model, test_ds, num_batches=trainer.limit_test_batches, cfg=cfg, device=device,
-                             eod_id=tokenizer.eod_id)
+                             eod_id=tokenizer.eod_id, dp=dp)
         progress.validation(state.step, test_loss, split="test")
     return TrainResult(
         run_dir=run_dir, step=state.step, max_steps=trainer.max_steps, initial_val_loss=initial_val,
         final_val_loss=final_val, test_loss=test_loss, latest_checkpoint=latest_checkpoint(run_dir),
         resumed_from=resume_from, stopped_by_max_time=stopped_by_time, num_parameters=n_params, device=str(device),
+        stopped_by_signal=signalled,
     )
+
+
+def _rank0_decides(value: int, mesh) -> int:
+    """Rank 0's value for everyone, so no rank stops while others step (clocks and signals differ)."""
+    if mesh is None:
+        return value
+    box = torch.tensor([value], device=mesh.device_type)
+    dist.broadcast(box, src=0)
+    return int(box.item())

@@ -1,0 +1,123 @@
+"""Parallelism applied from outside to the plain GPT of model.py (the torchtitan way).
+
+``build_parallel_model`` runs the steps in this fixed order, on a model built on the
+meta device so that no rank ever allocates the full weights of a large model:
+
+1. ``apply_tp``   — tensor parallelism (+ sequence parallelism) over the mesh's "tp" dim;
+2. ``apply_fsdp`` — FSDP2 over the "dp" dim: parameters, gradients and optimizer state
+   sharded across data-parallel ranks (the seed's ``distributed_fused_adam``, ZeRO-style);
+3. materialise on the device (``to_empty``) and ``init_weights`` with a fill that draws
+   each tensor at its full shape and keeps the local slice, so the initial weights equal
+   the single-process ones exactly.
+
+Gradient clipping over sharded gradients needs the global norm: ``clip_grad_norm_``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    PrepareModuleOutput,
+    RowwiseParallel,
+    SequenceParallel,
+    parallelize_module,
+)
+
+from .model import GPT, GPTConfig, build_model
+
+
+def apply_tp(model: GPT, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
+    """Megatron's tensor parallelism on every block, optionally with sequence parallelism.
+
+    Column-parallel QKV and first MLP linear (each rank keeps whole heads: the fused
+    per-head [q|k|v] layout splits cleanly), row-parallel output projections. With
+    sequence parallelism the residual stream between the row- and column-parallel
+    linears (LayerNorms, dropout, residual adds) is split along the sequence instead of
+    replicated. Embeddings and the tied output layer stay replicated.
+    """
+    stream = Shard(1) if sequence_parallel else Replicate()  # layout of the residual stream
+    for layer in model.layers:
+        plan = {
+            "self_attention.linear_qkv": ColwiseParallel(input_layouts=stream),
+            "self_attention.linear_proj": RowwiseParallel(output_layouts=stream),
+            "mlp.linear_fc1": ColwiseParallel(input_layouts=stream),
+            "mlp.linear_fc2": RowwiseParallel(output_layouts=stream),
+        }
+        if sequence_parallel:
+            plan["input_layernorm"] = SequenceParallel()
+            plan["pre_mlp_layernorm"] = SequenceParallel()
+        parallelize_module(layer, tp_mesh, plan)
+    if sequence_parallel:
+        # Embedding output: keep this rank's sequence chunk (no communication).
+        parallelize_module(model.embedding, tp_mesh,
+                           PrepareModuleOutput(output_layouts=Replicate(), desired_output_layouts=Shard(1)))
+        # Final LayerNorm on the chunk, then gather the sequence for the replicated output layer.
+        parallelize_module(model.final_layernorm, tp_mesh, SequenceParallel())
+        parallelize_module(model.final_layernorm, tp_mesh,
+                           PrepareModuleOutput(output_layouts=Shard(1), desired_output_layouts=Replicate()))
+
+
+def apply_fsdp(model: GPT, dp_mesh: DeviceMesh) -> None:
+    """FSDP2: one unit per transformer block (gathered just in time, gradients reduce-scattered
+    while backward goes on), then the root for embeddings and the final LayerNorm."""
+    for layer in model.layers:
+        fully_shard(layer, mesh=dp_mesh)
+    fully_shard(model, mesh=dp_mesh)
+
+
+def _fill_full_then_shard(param: torch.Tensor, init_: Callable[[torch.Tensor], object]) -> None:
+    """Run ``init_`` on the full shape (same RNG draws as one device) and keep this rank's part."""
+    if not isinstance(param, DTensor):
+        init_(param)
+        return
+    full = torch.empty(param.shape, dtype=param.dtype, device=param.to_local().device)
+    init_(full)
+    param.copy_(distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None))
+
+
+def build_parallel_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh | None, *,
+                         sequence_parallel: bool = False) -> GPT:
+    """The GPT on ``device``, parallelised over ``mesh`` (dims "dp", "tp"), initialised as on one device."""
+    if mesh is None:
+        return build_model(cfg, device)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    tp_mesh, dp_mesh = mesh["tp"], mesh["dp"]
+    if tp_mesh.size() > 1:
+        apply_tp(model, tp_mesh, sequence_parallel)
+    if dp_mesh.size() > 1:
+        apply_fsdp(model, dp_mesh)
+    model.to_empty(device=device)
+    model.init_weights(fill=_fill_full_then_shard)
+    return model
+
+
+@torch.no_grad()
+def clip_grad_norm_(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale gradients so their global L2 norm is at most ``max_norm``; return the norm before.
+
+    Sharded (DTensor) gradients contribute their full norm, replicated ones count once.
+    Gradients are grouped by device mesh, since one model can mix plain tensors
+    (replicated embeddings), tensor-parallel and FSDP-sharded parameters.
+    """
+    groups: dict[object, list[nn.Parameter]] = {}
+    for p in parameters:
+        if p.grad is not None:
+            groups.setdefault(p.grad.device_mesh if isinstance(p.grad, DTensor) else None, []).append(p)
+    norms = []
+    for params in groups.values():
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    if math.isfinite(max_norm):
+        for params in groups.values():
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
