@@ -34,7 +34,8 @@ def _preprocess_args(inputs: list[Path], out: Path, *extra: str) -> list[str]:
 # --- help -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [[], ["preprocess"], ["inspect"]], ids=["group", "preprocess", "inspect"])
+@pytest.mark.parametrize("path", [[], ["preprocess"], ["inspect"], ["train-tokenizer"]],
+                         ids=["group", "preprocess", "inspect", "train-tokenizer"])
 def test_help_has_an_example_and_documents_every_option(path):
     res = _invoke(*path, "--help")
     assert res.exit_code == 0 and "Example:" in res.output

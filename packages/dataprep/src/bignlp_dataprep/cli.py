@@ -63,7 +63,9 @@ def main() -> None:
     The artifact (a directory with .bin/.idx pairs, the tokenizer files,
     config.yaml and manifest.json) is what bignlp-train reads. 'run' takes a
     whole corpus (The Pile, your own files) from download to the artifact;
-    'preprocess' tokenizes JSONL files you already have.
+    'preprocess' tokenizes JSONL files you already have (GPT-2 BPE, BERT
+    WordPiece, SentencePiece or any tokenizer.json); 'train-tokenizer'
+    trains a SentencePiece model on JSONL text.
 
     Example:
 
@@ -72,6 +74,7 @@ def main() -> None:
           the_pile_url=https://mirror.example/pile/train file_numbers=0-2
         bignlp-dataprep preprocess --input corpus.jsonl.gz --output-prefix data/corpus \\
           --vocab-file vocab.json --merges-file merges.txt --append-eod --workers 8
+        bignlp-dataprep train-tokenizer --input corpus.jsonl.gz --model-prefix bpe/sp --vocab-size 8000
         bignlp-dataprep inspect data/corpus_text_document --show 1
     """
 
@@ -86,10 +89,22 @@ def main() -> None:
 @click.option("--json-keys", multiple=True, metavar="KEY [KEY...]",
               help="JSON key(s) to tokenize, one dataset per key; a list value is a list of sentences. "
                    "[default: text]")
-@click.option("--tokenizer-type", type=click.Choice(list(TOKENIZER_TYPES)),
-              help="Tokenizer: gpt2-bpe (Megatron's name GPT2BPETokenizer is accepted). [default: gpt2-bpe]")
-@click.option("--vocab-file", metavar="PATH", help="GPT-2 vocab.json (Hugging Face layout); copied into the artifact.")
+@click.option("--tokenizer-type", type=click.Choice(list(TOKENIZER_TYPES)), metavar="TYPE",
+              help="Tokenizer: gpt2-bpe, bert-wordpiece (= bert-wordpiece-lowercase), bert-wordpiece-case, "
+                   "sentencepiece, huggingface; Megatron's names (GPT2BPETokenizer, BertWordPieceLowerCase, "
+                   "BertWordPieceCase, SentencePieceTokenizer) are accepted. [default: gpt2-bpe]")
+@click.option("--vocab-file", metavar="PATH",
+              help="gpt2-bpe: vocab.json (Hugging Face layout); bert-wordpiece: vocab.txt. Copied into the artifact.")
 @click.option("--merges-file", metavar="PATH", help="GPT-2 merges.txt matching --vocab-file; copied into the artifact.")
+@click.option("--tokenizer-model", metavar="X.model", help="sentencepiece: the model file; copied into the artifact.")
+@click.option("--tokenizer-file", metavar="tokenizer.json",
+              help="huggingface: a tokenizer.json (tokenizers.Tokenizer.from_file); copied into the artifact.")
+@click.option("--eod-token", metavar="TOKEN",
+              help="huggingface: the end-of-document token. [default: <|endoftext|>, else </s>]")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]),
+              help="fail: stop at the first malformed JSON line, missing key or invalid UTF-8 (naming FILE:LINE). "
+                   "skip: drop those lines and empty documents, counted per reason in the manifest. "
+                   "[default: fail]")
 @click.option("--append-eod/--no-append-eod", default=None,
               help="Append the end-of-document token to every non-empty document (use it for GPT). [default: off]")
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
@@ -132,9 +147,55 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
     click.echo(f"{s['num_documents']:,} documents, {s['num_tokens']:,} tokens ({per_doc:,.1f} tokens/doc), "
                f"{s['input_bytes'] / 1e6:,.2f} MB in {s['elapsed_s']:.1f} s ({s['mb_per_s']:.2f} MB/s)")
     artifact_dir = Path(cfg.output_prefix).parent
+    if skipped := {k: n for k, n in s.get("skipped", {}).items() if n}:
+        click.echo(f"skipped {sum(skipped.values()):,} line(s): " + ", ".join(f"{k} {n:,}" for k, n in skipped.items()))
     click.echo(f"artifact: {artifact_dir}")
     for path in artifact_paths(manifest, artifact_dir):
         click.echo(f"  {path}")
+
+
+@main.command("train-tokenizer", cls=GreedyCommand)
+@click.option("--input", "inputs", multiple=True, required=True, metavar="FILE [FILE...]",
+              help="JSONL input(s) (.jsonl/.json, plain, .gz or .zst); every line of every document is a sentence.")
+@click.option("--json-keys", multiple=True, metavar="KEY [KEY...]", help="JSON key(s) holding text. [default: text]")
+@click.option("--model-prefix", required=True, metavar="DIR/NAME", help="Writes DIR/NAME.model and DIR/NAME.vocab.")
+@click.option("--model-type", type=click.Choice(["bpe", "unigram", "word", "char"]), default="bpe",
+              show_default=True, help="SentencePiece algorithm.")
+@click.option("--vocab-size", type=click.IntRange(min=1), default=8000, show_default=True, metavar="N",
+              help="Pieces in the vocabulary, special ones included.")
+@click.option("--character-coverage", type=click.FloatRange(0, 1, min_open=True), default=0.9995,
+              show_default=True, metavar="F",
+              help="Share of characters the vocabulary covers (1.0 for small alphabets, 0.9995 for CJK-rich text).")
+@click.option("--pad-id", type=int, default=0, show_default=True, metavar="ID", help="Id of <pad> (-1: none).")
+@click.option("--unk-id", type=int, default=1, show_default=True, metavar="ID", help="Id of <unk>.")
+@click.option("--bos-id", type=int, default=2, show_default=True, metavar="ID", help="Id of <s> (-1: none).")
+@click.option("--eos-id", type=int, default=3, show_default=True, metavar="ID",
+              help="Id of </s> (-1: none); preprocess uses it as end of document.")
+@click.option("--input-sentence-size", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Train on a random sample of N sentences (0: all).")
+def train_tokenizer(inputs, json_keys, **args) -> None:
+    """Train a SentencePiece tokenizer on JSONL text (the seed's train_tokenizer_args).
+
+    The text is streamed into SentencePiece's trainer (no text file is
+    written); long lines are cut at spaces to fit the trainer's sentence
+    limit. The defaults are the seed's custom_dataset.yaml values
+    (bpe, 8000, 0.9995, pad 0, unk 1, bos 2, eos 3).
+
+    Example:
+
+    \b
+        bignlp-dataprep train-tokenizer --input corpus.jsonl.gz --model-prefix bpe/custom_sp_tokenizer \\
+          --model-type bpe --vocab-size 8000 --character-coverage 0.9995
+        bignlp-dataprep preprocess --input corpus.jsonl.gz --output-prefix data/custom \\
+          --tokenizer-type sentencepiece --tokenizer-model bpe/custom_sp_tokenizer.model --append-eod
+    """
+    from .spm import TrainTokenizerConfig, train_sentencepiece
+
+    with exit_on_error(PROG):
+        cfg = TrainTokenizerConfig(input=inputs, json_keys=json_keys or ("text",), **args)
+        model, vocab = train_sentencepiece(cfg)
+    click.echo(f"tokenizer: {model}")
+    click.echo(f"vocabulary: {vocab}")
 
 
 @main.command()

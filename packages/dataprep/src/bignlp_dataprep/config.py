@@ -17,6 +17,7 @@ from bignlp_contracts import apply_overrides, load_config, load_yaml
 from .tokenizers import TokenizerSpec, canonical_tokenizer_type
 
 _LIST_FIELDS = ("input", "json_keys")
+ON_ERROR = ("fail", "skip")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,10 +30,18 @@ class PreprocessConfig:
     output_prefix: str = ""
     # One dataset per key; a list value is a list of sentences (Megatron's --split-sentences output).
     json_keys: tuple[str, ...] = ("text",)
-    # gpt2-bpe (alias GPT2BPETokenizer); stored in canonical form.
+    # gpt2-bpe, bert-wordpiece(-lowercase), bert-wordpiece-case, sentencepiece, huggingface, or Megatron's
+    # names (GPT2BPETokenizer, BertWordPieceLowerCase, BertWordPieceCase, SentencePieceTokenizer); stored canonical.
     tokenizer_type: str = "gpt2-bpe"
-    vocab_file: str | None = None
-    merges_file: str | None = None
+    vocab_file: str | None = None  # gpt2-bpe: vocab.json; bert-wordpiece: vocab.txt
+    merges_file: str | None = None  # gpt2-bpe only
+    tokenizer_model: str | None = None  # sentencepiece: the .model file
+    tokenizer_file: str | None = None  # huggingface: tokenizer.json
+    # huggingface: the end-of-document token; default <|endoftext|>, else </s>.
+    eod_token: str | None = None
+    # fail: stop at the first bad line (naming FILE:LINE). skip: drop malformed JSON, missing keys, invalid
+    # UTF-8 and empty documents, counted per reason in the manifest's summary.skipped.
+    on_error: str = "fail"
     # End every non-empty document with the EOD token, so GPT samples that span documents see a boundary.
     append_eod: bool = False
     # Tokenizing processes; 1 tokenizes in this process. The output is identical for any value;
@@ -56,12 +65,15 @@ class PreprocessConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if not self.batch_mb > 0:
             raise ValueError(f"batch_mb must be > 0, got {self.batch_mb}")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
         object.__setattr__(self, "tokenizer_type", canonical_tokenizer_type(self.tokenizer_type))
 
     @property
     def tokenizer(self) -> TokenizerSpec:
         """The tokenizer part: its type and files."""
-        return TokenizerSpec(self.tokenizer_type, self.vocab_file, self.merges_file)
+        return TokenizerSpec(self.tokenizer_type, self.vocab_file, self.merges_file, self.tokenizer_model,
+                             self.tokenizer_file, self.eod_token)
 
 
 def load_preprocess_config(

@@ -13,12 +13,13 @@ from __future__ import annotations
 import array
 import json
 import multiprocessing
+import re
 import signal
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bignlp_contracts import InputError
 
@@ -43,6 +44,7 @@ class EncodedBatch:
     text_bytes: int
     raw_bytes: int
     keys: dict[str, EncodedKey]
+    skipped: dict[str, int] = field(default_factory=dict)  # reason → lines dropped (on_error=skip)
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,47 @@ class EncodeOptions:
     json_keys: tuple[str, ...]
     append_eod: bool
     typecode: str  # array module code of the .bin dtype: "H" (uint16) or "i" (int32)
+    on_error: str = "fail"  # or "skip" (see config.PreprocessConfig.on_error)
 
 
-def _sentences(batch: LineBatch, keys: Sequence[str]) -> tuple[int, dict[str, list[str]], dict[str, list[int]]]:
-    """Parse the batch's lines: every key's sentences, flat, and how many each document has."""
+# Why a line was dropped under on_error=skip (the keys of the manifest's summary.skipped).
+SKIP_REASONS = ("malformed_json", "missing_key", "bad_value", "invalid_utf8", "empty_document")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # what surrogateescape turns invalid UTF-8 bytes into
+
+
+def _values(doc: dict, keys: Sequence[str]) -> tuple[list, tuple[str, str] | None]:
+    """The document's value for every key, or the first problem as (reason, message)."""
+    values = []
+    for key in keys:
+        try:
+            value = doc[key]
+        except KeyError:
+            have = ", ".join(map(repr, doc)) or "no keys"
+            return values, ("missing_key", f"no key {key!r} (has: {have})")
+        if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(s, str) for s in value))):
+            return values, ("bad_value", f"key {key!r} must be a string or a list of strings, "
+                                         f"got {type(value).__name__}")
+        values.append(value)
+    return values, None
+
+
+def _sentences(
+    batch: LineBatch, keys: Sequence[str], skip: bool = False
+) -> tuple[int, dict[str, list[str]], dict[str, list[int]], dict[str, int]]:
+    """Parse the batch's lines: every key's sentences, flat, how many each document has, and skips.
+
+    Without ``skip`` the first bad line is an InputError naming FILE:LINE; with it the
+    line is dropped and counted by reason, and so is a document whose values are all empty.
+    """
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    bad_utf8 = False
     try:
         text = batch.data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = batch.first_line + batch.data.count(b"\n", 0, exc.start)
-        raise InputError(f"{batch.source}:{line}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        if not skip:
+            line = batch.first_line + batch.data.count(b"\n", 0, exc.start)
+            raise InputError(f"{batch.source}:{line}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        text, bad_utf8 = batch.data.decode("utf-8", "surrogateescape"), True
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -72,31 +106,35 @@ def _sentences(batch: LineBatch, keys: Sequence[str]) -> tuple[int, dict[str, li
     for lineno, line in enumerate(lines, start=batch.first_line):
         if not line.strip():
             continue  # blank lines (Megatron would stop with an error) are not documents
+        if bad_utf8 and _SURROGATE.search(line):
+            skipped["invalid_utf8"] += 1
+            continue
+        values: list = []
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{batch.source}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(doc, dict):
-            raise InputError(f"{batch.source}:{lineno}: expected a JSON object, got {type(doc).__name__}")
+            problem: tuple[str, str] | None = ("malformed_json", f"malformed JSON ({exc.msg} at column {exc.colno})")
+        else:
+            if isinstance(doc, dict):
+                values, problem = _values(doc, keys)
+            else:
+                problem = ("malformed_json", f"expected a JSON object, got {type(doc).__name__}")
+        if problem is None and skip and not any(v if isinstance(v, str) else any(v) for v in values):
+            problem = ("empty_document", "")  # under fail an empty document is kept, as Megatron does
+        if problem is not None:
+            if not skip:
+                raise InputError(f"{batch.source}:{lineno}: {problem[1]}")
+            skipped[problem[0]] += 1
+            continue
         num_documents += 1
-        for key in keys:
-            try:
-                value = doc[key]
-            except KeyError:
-                have = ", ".join(map(repr, doc)) or "no keys"
-                raise InputError(f"{batch.source}:{lineno}: no key {key!r} (has: {have})") from None
+        for key, value in zip(keys, values):
             if isinstance(value, str):
                 sentences[key].append(value)
                 counts[key].append(1)
-            elif isinstance(value, list) and all(isinstance(s, str) for s in value):
+            else:
                 sentences[key].extend(value)
                 counts[key].append(len(value))
-            else:
-                raise InputError(
-                    f"{batch.source}:{lineno}: key {key!r} must be a string or a list of strings, "
-                    f"got {type(value).__name__}"
-                )
-    return num_documents, sentences, counts
+    return num_documents, sentences, counts, skipped
 
 
 def encode_batch(batch: LineBatch, tokenizer: Tokenizer, options: EncodeOptions) -> EncodedBatch:
@@ -106,7 +144,7 @@ def encode_batch(batch: LineBatch, tokenizer: Tokenizer, options: EncodeOptions)
     sequence; with ``append_eod`` a non-empty document's last sequence gets the
     EOD token; an empty document still counts (its index entry repeats).
     """
-    num_documents, sentences, counts = _sentences(batch, options.json_keys)
+    num_documents, sentences, counts, skipped = _sentences(batch, options.json_keys, options.on_error == "skip")
     eod = tokenizer.eod_id
     out = {}
     for key in options.json_keys:
@@ -131,7 +169,7 @@ def encode_batch(batch: LineBatch, tokenizer: Tokenizer, options: EncodeOptions)
             sequence_lengths=array.array("i", lengths),
             doc_num_sequences=array.array("q", doc_num_sequences),
         )
-    return EncodedBatch(num_documents, len(batch.data), batch.raw_bytes, out)
+    return EncodedBatch(num_documents, len(batch.data), batch.raw_bytes, out, skipped)
 
 
 def _little_endian(values: array.array) -> bytes:

@@ -21,11 +21,9 @@ def inspect_dataset(path: str | os.PathLike, *, num_show: int = 0) -> dict[str, 
     tok = refs[0].tokenizer
     tokenizer = None
     if num_show:
-        spec = TokenizerSpec(
-            tok["type"],
-            str(refs[0].tokenizer_file("vocab_file") or ""),
-            str(refs[0].tokenizer_file("merges_file") or ""),
-        )
+        files = {k: str(refs[0].tokenizer_file(k) or "") or None
+                 for k in ("vocab_file", "merges_file", "tokenizer_model", "tokenizer_file")}
+        spec = TokenizerSpec(tok["type"], **files, eod_token=(refs[0].manifest.config or {}).get("eod_token"))
         tokenizer = build_tokenizer(spec)
     datasets = []
     for ref in refs:

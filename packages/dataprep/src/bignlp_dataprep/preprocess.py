@@ -10,10 +10,12 @@ files and leaves no manifest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +25,7 @@ from tqdm import tqdm
 from bignlp_contracts import (
     MEGATRON_DATASET,
     ArtifactError,
+    BigNLPError,
     Manifest,
     Producer,
     atomic_output_file,
@@ -40,7 +43,7 @@ from bignlp_contracts.manifest import MANIFEST_NAME, git_commit
 
 from . import __version__
 from .config import PreprocessConfig
-from .encode import EncodeOptions, encode_batches
+from .encode import SKIP_REASONS, EncodeOptions, encode_batches
 from .indexed import IndexedDatasetWriter, optimal_dtype
 from .readers import InputFile, iter_batches
 from .tokenizers import Tokenizer, build_tokenizer
@@ -101,6 +104,7 @@ class PairsResult:
     inputs: list[dict]  # input_record of each input, sha256 hashed while reading
     num_documents: int
     input_bytes: int  # uncompressed JSONL bytes
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))  # on_error=skip
 
 
 def write_pairs(
@@ -114,6 +118,7 @@ def write_pairs(
     workers: int = 1,
     batch_mb: float = 1.0,
     progress: bool = False,
+    on_error: str = "fail",
 ) -> PairsResult:
     """Tokenize ``files`` into ``artifact_dir/<name>.bin/.idx``, one pair per JSON key; no manifest.
 
@@ -122,28 +127,47 @@ def write_pairs(
     """
     mode = file_mode()
     dtype = optimal_dtype(tokenizer.vocab_size).newbyteorder("<")
-    options = EncodeOptions(json_keys, append_eod, TYPECODES[dtype.newbyteorder("=")])
+    options = EncodeOptions(json_keys, append_eod, TYPECODES[dtype.newbyteorder("=")], on_error)
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
     batch_bytes = max(1, round(batch_mb * 1e6))
     num_documents = 0
     text_bytes = 0
     bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, unit_divisor=1000,
                desc="tokenizing", file=sys.stderr, disable=None if progress else True, dynamic_ncols=True)
-    with contextlib.ExitStack() as stack:
-        stack.callback(bar.close)
-        writers = {
-            key: IndexedDatasetWriter(_open_output(stack, artifact_dir / f"{name}.bin", mode), dtype)
-            for key, name in zip(json_keys, names)
-        }
-        batches = iter_batches(files, batch_bytes)
-        results = encode_batches(batches, tokenizer, options, workers=plan_workers(workers, files, batch_bytes))
-        for encoded in stack.enter_context(contextlib.closing(results)):  # closing: stop the pool on error
-            for key, part in encoded.keys.items():
-                writers[key].add_documents(part.tokens, part.sequence_lengths, part.doc_num_sequences)
-            num_documents += encoded.num_documents
-            text_bytes += encoded.text_bytes
-            bar.update(encoded.raw_bytes)
-        for key, name in zip(json_keys, names):
-            writers[key].write_index(_open_output(stack, artifact_dir / f"{name}.idx", mode))
+    writers: dict[str, IndexedDatasetWriter] = {}
+    writing = artifact_dir  # the file being written, for a disk-full message
+    raw_done = 0
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(bar.close)
+            for key, name in zip(json_keys, names):
+                writers[key] = IndexedDatasetWriter(_open_output(stack, artifact_dir / f"{name}.bin", mode), dtype)
+            batches = iter_batches(files, batch_bytes)
+            results = encode_batches(batches, tokenizer, options, workers=plan_workers(workers, files, batch_bytes))
+            for encoded in stack.enter_context(contextlib.closing(results)):  # closing: stop the pool on error
+                for key, part in encoded.keys.items():
+                    writing = artifact_dir / f"{names[json_keys.index(key)]}.bin"
+                    writers[key].add_documents(part.tokens, part.sequence_lengths, part.doc_num_sequences)
+                num_documents += encoded.num_documents
+                text_bytes += encoded.text_bytes
+                raw_done += encoded.raw_bytes
+                for reason, n in encoded.skipped.items():
+                    skipped[reason] += n
+                bar.update(encoded.raw_bytes)
+            for key, name in zip(json_keys, names):
+                writing = artifact_dir / f"{name}.idx"
+                writers[key].write_index(_open_output(stack, writing, mode))
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        written = sum(w.num_tokens for w in writers.values()) * dtype.itemsize
+        total_raw = sum(f.size for f in files)
+        estimate = f", about {written * total_raw / raw_done / 1e6:,.1f} MB in all" if raw_done else ""
+        raise BigNLPError(
+            f"no space left on device writing {writing}: {written / 1e6:,.1f} MB of tokens written{estimate}, "
+            f"{shutil.disk_usage(artifact_dir).free / 1e6:,.1f} MB free; the partial files were removed",
+            hint="free space or choose another --output-prefix directory, then run the same command again",
+        ) from None
     # every .bin/.idx is renamed into place only here, after all were written
     datasets = [
         {
@@ -162,7 +186,7 @@ def write_pairs(
         record["sha256"] = f.sha256  # hashed while streaming
         inputs.append(record)
     bins = {f"{name}.bin": writers[key].sha256 for key, name in zip(json_keys, names)}
-    return PairsResult(datasets, bins, inputs, num_documents, text_bytes)
+    return PairsResult(datasets, bins, inputs, num_documents, text_bytes, skipped)
 
 
 def copy_tokenizer_files(tokenizer: Tokenizer, artifact_dir: Path) -> dict[str, str]:
@@ -194,7 +218,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:
     remove_manifest(artifact_dir)
 
     pairs = write_pairs(files, tokenizer, artifact_dir, names, json_keys=cfg.json_keys, append_eod=cfg.append_eod,
-                        workers=cfg.workers, batch_mb=cfg.batch_mb, progress=progress)
+                        workers=cfg.workers, batch_mb=cfg.batch_mb, progress=progress, on_error=cfg.on_error)
     tok_files = copy_tokenizer_files(tokenizer, artifact_dir)
     save_config(cfg, artifact_dir / CONFIG_NAME)
     os.chmod(artifact_dir / CONFIG_NAME, file_mode())
@@ -206,6 +230,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:
         "num_documents": pairs.num_documents,
         "num_tokens": sum(d["num_tokens"] for d in pairs.datasets),
         "input_bytes": pairs.input_bytes,
+        "skipped": pairs.skipped,
         "elapsed_s": round(elapsed, 3),
         "mb_per_s": round(pairs.input_bytes / 1e6 / max(elapsed, 1e-9), 3),
     }

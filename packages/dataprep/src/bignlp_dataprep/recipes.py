@@ -81,6 +81,9 @@ class RecipeBase:
             object.__setattr__(self, "tokenizer_type", canonical_tokenizer_type(self.tokenizer_type))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.tokenizer_type != "gpt2-bpe":
+            raise ConfigError(f"tokenizer_type {self.tokenizer_type}: recipes run GPT-2 BPE only so far",
+                              hint="tokenize with bignlp-dataprep preprocess --tokenizer-type ... instead")
 
     @property
     def root(self) -> Path:

@@ -137,7 +137,7 @@ def preprocess_settings(cfg: Recipe, spec: TokenizerSpec, item: Item) -> dict:
     return {
         "pairs": item_names(cfg, item), "json_keys": list(cfg.json_keys), "append_eod": cfg.append_eod,
         "tokenizer_type": spec.type,
-        "tokenizer_sha256": [sha256_file(p) for p in (spec.vocab_file, spec.merges_file) if p],
+        "tokenizer_sha256": [sha256_file(p) for p in spec.paths()],
     }
 
 

@@ -1,12 +1,13 @@
 """Tokenizers behind one small interface, built offline from the files a user names.
 
-Only GPT-2 byte-level BPE exists today. It runs on tiktoken's Rust BPE, whose
+GPT-2 byte-level BPE (here) runs on tiktoken's Rust BPE, whose
 mergeable ranks we build from a Hugging Face ``vocab.json`` + ``merges.txt`` pair
 (the layout Megatron's ``GPT2BPETokenizer`` reads), checking the two files agree
 the way tiktoken's own ``data_gym_to_mergeable_bpe_ranks`` does: tiktoken merges by
 rank, so a vocabulary whose ids are not in merge order would silently tokenize
-differently from Megatron. BERT WordPiece or SentencePiece would be another class
-with the same four members and an entry in ``TOKENIZER_TYPES``.
+differently from Megatron. BERT WordPiece and any Hugging Face ``tokenizer.json``
+(``hf.py``) and SentencePiece (``spm.py``) are other classes with the same members;
+each has an entry in ``TOKENIZER_TYPES`` and a branch in ``build_tokenizer``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ EOD_TOKEN = "<|endoftext|>"
 _SPECIAL_TOKENS = (EOD_TOKEN, "<|startoftext|>")  # not mergeable BPE tokens (as in tiktoken)
 
 # Accepted --tokenizer-type values → canonical name (Megatron's class names are aliases).
-TOKENIZER_TYPES = {"gpt2-bpe": "gpt2-bpe", "GPT2BPETokenizer": "gpt2-bpe"}
+# "bert-wordpiece" means lower-casing, as Megatron's BertWordPieceLowerCase (and bert-base-uncased).
+TOKENIZER_TYPES = {
+    "gpt2-bpe": "gpt2-bpe", "GPT2BPETokenizer": "gpt2-bpe",
+    "bert-wordpiece": "bert-wordpiece-lowercase", "bert-wordpiece-lowercase": "bert-wordpiece-lowercase",
+    "BertWordPieceLowerCase": "bert-wordpiece-lowercase",
+    "bert-wordpiece-case": "bert-wordpiece-case", "BertWordPieceCase": "bert-wordpiece-case",
+    "sentencepiece": "sentencepiece", "SentencePieceTokenizer": "sentencepiece",
+    "GPTSentencePieceTokenizer": "sentencepiece",
+    "huggingface": "huggingface", "HuggingFaceTokenizer": "huggingface",
+}
 
 
 def canonical_tokenizer_type(name: str) -> str:
@@ -63,6 +73,13 @@ class TokenizerSpec:
     type: str
     vocab_file: str | None = None
     merges_file: str | None = None
+    tokenizer_model: str | None = None  # SentencePiece .model
+    tokenizer_file: str | None = None  # Hugging Face tokenizer.json
+    eod_token: str | None = None  # huggingface only: the end-of-document token's text
+
+    def paths(self) -> list[str]:
+        """The files this tokenizer is built from (what its output depends on), in a fixed order."""
+        return [p for p in (self.vocab_file, self.merges_file, self.tokenizer_model, self.tokenizer_file) if p]
 
 
 def build_tokenizer(spec: TokenizerSpec) -> Tokenizer:
@@ -75,6 +92,25 @@ def build_tokenizer(spec: TokenizerSpec) -> Tokenizer:
                 hint="pass --vocab-file vocab.json --merges-file merges.txt",
             )
         return GPT2BPETokenizer(spec.vocab_file, spec.merges_file)
+    if kind.startswith("bert-wordpiece"):
+        from .hf import BertWordPieceTokenizer
+
+        if not spec.vocab_file:
+            raise ConfigError(f"tokenizer {kind} needs vocab_file", hint="pass --vocab-file vocab.txt")
+        return BertWordPieceTokenizer(spec.vocab_file, lower_case=kind == "bert-wordpiece-lowercase")
+    if kind == "sentencepiece":
+        from .spm import SentencePieceTokenizer
+
+        if not spec.tokenizer_model:
+            raise ConfigError("tokenizer sentencepiece needs tokenizer_model", hint="pass --tokenizer-model X.model")
+        return SentencePieceTokenizer(spec.tokenizer_model)
+    if kind == "huggingface":
+        from .hf import HuggingFaceTokenizer
+
+        if not spec.tokenizer_file:
+            raise ConfigError("tokenizer huggingface needs tokenizer_file",
+                              hint="pass --tokenizer-file tokenizer.json")
+        return HuggingFaceTokenizer(spec.tokenizer_file, eod_token=spec.eod_token)
     raise AssertionError(kind)  # pragma: no cover - TOKENIZER_TYPES and this function disagree
 
 
@@ -91,6 +127,16 @@ def bytes_to_unicode() -> dict[int, str]:
             mapping[b] = chr(256 + n)
             n += 1
     return mapping
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if it is a regular file; InputError naming it otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a regular file")
+    return path
 
 
 def _read_text(path: Path, what: str) -> str:
