@@ -8,6 +8,7 @@ It prints its port (bound on 127.0.0.1, port 0) as the first line of stdout. Rou
                             half of the body, then cut the connection
 - ``/slow/MS/REL``          like /files, 16 KiB per write with MS milliseconds between writes
 - ``/status/CODE/...``      always answers HTTP CODE
+- ``HEAD /files/REL``       the headers of ROOT/REL (Content-Length), no body
 - ``/_log``                 JSON list of [path, Range header] of every request so far
 - anything else             404
 """
@@ -33,6 +34,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # quiet
         pass
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's name)
+        parts = self.path.lstrip("/").split("/")
+        path = ROOT / "/".join(parts[1:])
+        if parts[0] != "files" or not path.is_file():
+            return self._send(404, b"")
+        self.send_response(200)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.end_headers()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         with _LOCK:

@@ -85,7 +85,7 @@ def _same_artifact(a: Path, b: Path) -> None:
 
 
 def test_shipped_recipes_load_with_the_seed_keys(tmp_path):
-    assert shipped_recipes() == ["generic/custom_dataset", PILE]
+    assert shipped_recipes() == ["generic/custom_dataset", PILE, "mt5/download_mc4", "t5/download_t5_pile"]
     pile = load_recipe(PILE, [f"data_dir={tmp_path}", "file_numbers=0"])
     assert isinstance(pile, PileConfig) and pile.file_numbers == "0" and pile.tokenizer_type == "gpt2-bpe"
     assert pile.rm_downloaded and pile.rm_extracted and pile.vocab_save_dir == f"{tmp_path}/bpe"

@@ -266,9 +266,3 @@ def test_missing_and_bad_tokenizer_files(spec, error, match):
     with pytest.raises(error, match=match):
         build_tokenizer(spec)
 
-
-def test_recipes_refuse_other_tokenizers_for_now():
-    from bignlp_dataprep.recipes import load_recipe
-
-    with pytest.raises(ConfigError, match="recipes run GPT-2 BPE only"):
-        load_recipe("gpt3/download_gpt3_pile", ["data_dir=/tmp/x", "tokenizer_type=BertWordPieceCase"])

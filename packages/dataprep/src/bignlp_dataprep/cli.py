@@ -156,8 +156,11 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
 
 @main.command("train-tokenizer", cls=GreedyCommand)
 @click.option("--input", "inputs", multiple=True, required=True, metavar="FILE [FILE...]",
-              help="JSONL input(s) (.jsonl/.json, plain, .gz or .zst); every line of every document is a sentence.")
+              help="Input(s), plain, .gz or .zst: JSONL (.jsonl/.json; every line of every document is a sentence) "
+                   "or, with --input-format text, plain text.")
 @click.option("--json-keys", multiple=True, metavar="KEY [KEY...]", help="JSON key(s) holding text. [default: text]")
+@click.option("--input-format", type=click.Choice(["jsonl", "text"]), default="jsonl", show_default=True,
+              help="jsonl: the --json-keys text of one JSON object per line; text: every line is a sentence.")
 @click.option("--model-prefix", required=True, metavar="DIR/NAME", help="Writes DIR/NAME.model and DIR/NAME.vocab.")
 @click.option("--model-type", type=click.Choice(["bpe", "unigram", "word", "char"]), default="bpe",
               show_default=True, help="SentencePiece algorithm.")
@@ -200,18 +203,21 @@ def train_tokenizer(inputs, json_keys, **args) -> None:
 
 @main.command()
 @click.option("--config", "config_name", required=True, metavar="NAME_OR_PATH",
-              help="Recipe: a shipped name (gpt3/download_gpt3_pile, generic/custom_dataset) or a YAML file "
-                   "whose 'dataset' key is pile or custom_dataset.")
+              help="Recipe: a shipped name (gpt3/download_gpt3_pile, t5/download_t5_pile, mt5/download_mc4, "
+                   "generic/custom_dataset) or a YAML file whose 'dataset' key is pile, mc4 or custom_dataset.")
 @click.option("--step", "step", default="all", show_default=True, metavar="STEP[,STEP...]",
-              help="Steps to run: all, or a comma list of download, extract, preprocess, finalize. The first "
-                   "three work per shard file on this process's share and skip files already done; finalize runs "
-                   "once, after every share, and writes the manifest. 'all' with --world-size > 1 leaves "
-                   "finalize out.")
+              help="Steps to run: all, or a comma list of download, extract, tokenizer, preprocess, finalize. "
+                   "download, extract and preprocess work per shard file on this process's share and skip files "
+                   "already done; tokenizer trains the recipe's SentencePiece model once (train_tokenizer: the "
+                   "first share to get there trains, the others wait for it; preprocess trains it too if needed); "
+                   "finalize runs once, after every share, and writes the manifest. 'all' with --world-size > 1 "
+                   "leaves finalize out.")
 @click.option("--rank", type=click.IntRange(min=0), metavar="R",
               help="This process's share (0-based) of the shard files; with --world-size. "
                    "[default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, else 0]")
 @click.option("--world-size", type=click.IntRange(min=1), metavar="W",
-              help="How many shares the shard files are split into (file i goes to share i mod W). "
+              help="How many shares the shard files are split into (file i goes to share i mod W; mC4 splits "
+                   "are dealt by size, largest first to the least loaded share). "
                    "[default: SLURM_ARRAY_TASK_COUNT, else 1]")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def run(config_name: str, step: str, rank: int | None, world_size: int | None, overrides: tuple[str, ...]) -> None:

@@ -220,3 +220,26 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def content_length(url: str, *, timeout_s: float = 60, retries: int = 5, backoff_s: float = 1.0) -> int:
+    """The size of ``url`` from an HTTP HEAD's Content-Length (retried as downloads are)."""
+    last: BaseException | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(min(backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S))
+        request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT,
+                                                                       "Accept-Encoding": "identity"})
+        try:
+            with contextlib.closing(urllib.request.urlopen(request, timeout=timeout_s)) as resp:
+                length = resp.headers.get("Content-Length")
+            if not length or not length.isdigit():
+                raise InputError(f"HEAD {url}: no Content-Length", hint="give the sizes in a sizes_file")
+            return int(length)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429 and exc.code < 500:
+                raise InputError(f"HEAD {url} failed: HTTP {exc.code} {exc.reason}") from None
+            last = exc
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as exc:
+            last = exc
+    raise RetryableError(f"HEAD {url} failed after {retries + 1} attempts: {_describe(last)}")

@@ -1,6 +1,6 @@
-"""``bignlp-dataprep run``: a recipe's items through download → extract → preprocess, then finalize.
+"""``bignlp-dataprep run``: a recipe's items through download → extract → (tokenizer) → preprocess, then finalize.
 
-The first three steps work item by item on this process's shard
+download, extract and preprocess work item by item on this process's shard
 (``shard_of(items, rank, world_size)``) and leave a completion marker per item and
 step; each skips items whose marker exists, so any re-run (requeued array task,
 re-run after kill -9) finishes only what is missing and yields the same bytes.
@@ -8,7 +8,8 @@ One process runs an item's steps back to back, so intermediates are deleted
 early (``rm_downloaded``/``rm_extracted``, only after the next step's marker is
 written). ``finalize`` runs once, after every shard: it checks every item's
 marker and writes the tokenizer copies, ``config.yaml`` and the one
-``manifest.json`` of the ``data_dir`` dataset artifact.
+``manifest.json`` of the ``data_dir`` dataset artifact. The ``tokenizer`` step is
+not per item: it trains the recipe's SentencePiece model once (``recipe_tokenizer.py``).
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ from bignlp_contracts import (
 )
 from bignlp_contracts.manifest import MANIFEST_NAME, sha256_file
 
-from .download import download, fetch_sha256sums, file_lock
+from .download import fetch_sha256sums
 from .extract import extract
 from .preprocess import CONFIG_NAME, copy_tokenizer_files, file_mode, producer, tokenizer_summary, write_pairs
 from .readers import InputFile
+from .recipe_tokenizer import download_options, ensure_tokenizer, fetch_item, needs_training, train_recipe_tokenizer
 from .recipes import Item, Recipe
 from .shards import read_marker, remove_stale_temporaries, shard_of, write_marker
 from .tokenizers import Tokenizer, TokenizerSpec, build_tokenizer
 
-STEPS = ("download", "extract", "preprocess", "finalize")
-ITEM_STEPS = STEPS[:3]
+STEPS = ("download", "extract", "tokenizer", "preprocess", "finalize")
+ITEM_STEPS = ("download", "extract", "preprocess")
 
 
 def parse_steps(text: str) -> tuple[str, ...]:
@@ -81,9 +83,14 @@ def run_recipe(
     ``config_name`` only goes into error hints (the command that produces a missing item).
     """
     items = cfg.items()
-    mine = shard_of(items, rank, world_size)
+    sizes = [i.size for i in items]
+    mine = shard_of(items, rank, world_size, sizes=None if None in sizes else sizes)  # type: ignore[arg-type]
     report = RunReport(items=[i.id for i in mine])
     ctx = _Context(cfg, _checksums(cfg), progress)
+    if "tokenizer" in steps and needs_training(cfg):
+        # before the items: it fetches what it trains on; other shares wait on its lock (or find its marker)
+        trained = train_recipe_tokenizer(cfg, ctx.sums, progress=progress)
+        (report.done if trained else report.skipped).setdefault("tokenizer", []).append("model")
     for item in mine:
         for step in (s for s in ITEM_STEPS if s in steps):
             if step == "preprocess" and not cfg.preprocess_data:
@@ -136,35 +143,30 @@ def preprocess_settings(cfg: Recipe, spec: TokenizerSpec, item: Item) -> dict:
     """What an item's pair depends on besides its text; a marker with other settings is stale."""
     return {
         "pairs": item_names(cfg, item), "json_keys": list(cfg.json_keys), "append_eod": cfg.append_eod,
-        "tokenizer_type": spec.type,
+        "tokenizer_type": spec.type, "eod_token": spec.eod_token,
         "tokenizer_sha256": [sha256_file(p) for p in spec.paths()],
     }
 
 
 def _applies(step: str, item: Item) -> bool:
-    return {"download": item.download is not None, "extract": item.extract is not None}.get(step, True)
+    files = item.files()
+    return {"download": any(f.download is not None for f in files),
+            "extract": any(f.extract is not None for f in files)}.get(step, True)
 
 
 def _checksums(cfg: Recipe) -> dict[str, str]:
     if not cfg.sha256sums_url:
         return {}
-    return fetch_sha256sums(cfg.sha256sums_url, cfg.root, **_download_options(cfg, progress=False))
-
-
-def _download_options(cfg: Recipe, *, progress: bool) -> dict:
-    return {"retries": cfg.download_retries, "backoff_s": cfg.download_backoff_s,
-            "timeout_s": cfg.download_timeout_s, "progress": progress}
+    return fetch_sha256sums(cfg.sha256sums_url, cfg.root, **download_options(cfg, progress=False))
 
 
 def _download(ctx: _Context, item: Item) -> None:
-    cfg, sums = ctx.cfg, ctx.sums
-    assert item.download is not None
-    remove_stale_temporaries(item.download)
-    expected = _expected_sha(sums, item.download.name, required=bool(sums))
-    path = download(item.source, item.download, sha256=expected, **_download_options(cfg, progress=ctx.progress))
-    write_marker(cfg.root, "download", item.id, {
-        "source": item.source, "file": str(path), "size": path.stat().st_size, "sha256_verified": expected,
-    })
+    for part in item.files():  # a split's files each get their own marker too: a re-run resumes mid-split
+        if part.download is not None and (part is item or read_marker(ctx.cfg.root, "download", part.id) is None):
+            expected = _expected_sha(ctx.sums, part.download.name, required=bool(ctx.sums))
+            fetch_item(ctx.cfg, part, expected, progress=ctx.progress)
+    if item.parts:
+        write_marker(ctx.cfg.root, "download", item.id, {"parts": [p.id for p in item.parts]})
 
 
 def _extract(ctx: _Context, item: Item) -> None:
@@ -181,22 +183,25 @@ def _extract(ctx: _Context, item: Item) -> None:
 
 def _preprocess(ctx: _Context, item: Item) -> None:
     cfg = ctx.cfg
-    needed = "extract" if item.extract is not None else "download" if item.download is not None else None
+    first = item.files()[0]
+    needed = "extract" if first.extract is not None else "download" if first.download is not None else None
     if needed and read_marker(cfg.root, needed, item.id) is None:
-        raise ArtifactError(f"item {item.id}: {item.input.name} is not {needed}ed yet",
+        raise ArtifactError(f"item {item.id}: {first.input.name} is not {needed}ed yet",
                             hint=f"run the {needed} step first (--step download,extract,preprocess)")
-    if not item.input.is_file():
-        raise ArtifactError(
-            f"item {item.id}: {item.input} is gone (deleted by rm_downloaded/rm_extracted?) but must be preprocessed "
-            "again", hint=f"delete {cfg.root}/.bignlp-done/*/{item.id}.json and run the same command again",
-        )
+    for part in item.files():
+        if not part.input.is_file():
+            raise ArtifactError(
+                f"item {item.id}: {part.input} is gone (deleted by rm_downloaded/rm_extracted?) but must be "
+                "preprocessed again",
+                hint=f"delete {cfg.root}/.bignlp-done/*/{item.id}.json and run the same command again",
+            )
     tokenizer = ctx.tokenizer
     names = item_names(cfg, item)
     for name in names:
         for ext in (".bin", ".idx"):
             remove_stale_temporaries(cfg.root / f"{name}{ext}")
     start = time.perf_counter()
-    pairs = write_pairs([InputFile(item.input)], tokenizer, cfg.root, names, json_keys=cfg.json_keys,
+    pairs = write_pairs([InputFile(p.input) for p in item.files()], tokenizer, cfg.root, names, json_keys=cfg.json_keys,
                         append_eod=cfg.append_eod, workers=cfg.workers, progress=ctx.progress)
     files = {}
     for name in names:
@@ -219,11 +224,12 @@ def _remove_intermediates(cfg: Recipe, item: Item, step: str) -> None:
     """Delete what the step just consumed, once its marker is written."""
     if read_marker(cfg.root, step, item.id) is None:
         return
-    consumer_of_download = "extract" if item.extract is not None else "preprocess"
-    if step == consumer_of_download and cfg.rm_downloaded and item.download is not None:
-        item.download.unlink(missing_ok=True)
-    if step == "preprocess" and getattr(cfg, "rm_extracted", False) and item.extract is not None:
-        item.extract.unlink(missing_ok=True)
+    for part in item.files():
+        consumer_of_download = "extract" if part.extract is not None else "preprocess"
+        if step == consumer_of_download and cfg.rm_downloaded and part.download is not None:
+            part.download.unlink(missing_ok=True)
+        if step == "preprocess" and getattr(cfg, "rm_extracted", False) and part.extract is not None:
+            part.extract.unlink(missing_ok=True)
 
 
 def _expected_sha(sums: dict[str, str], name: str, *, required: bool) -> str | None:
@@ -239,26 +245,16 @@ def item_names(cfg: Recipe, item: Item) -> list[str]:
     return [f"{item.prefix}_{key}_document" for key in cfg.json_keys]
 
 
-def ensure_tokenizer(cfg: Recipe, sums: dict[str, str] | None = None, *, progress: bool = False) -> TokenizerSpec:
-    """Download the tokenizer files the recipe names by URL (once, under a lock); return local paths."""
-    paths = {}
-    for key, (url, path) in cfg.tokenizer_files().items():
-        if url:
-            with file_lock(path):
-                download(url, path, sha256=(sums or {}).get(path.name), **_download_options(cfg, progress=progress))
-        paths[key] = str(path)
-    return TokenizerSpec(cfg.tokenizer_type, paths["vocab_file"], paths["merges_file"])
-
-
 def finalize(cfg: Recipe, *, config_name: str = "CONFIG") -> Manifest:
     """Check every item's preprocess marker and pair, then write the artifact's manifest (last)."""
     items = cfg.items()
-    spec = ensure_tokenizer(cfg)
+    spec = ensure_tokenizer(cfg, train=False)
     markers = {i.id: read_marker(cfg.root, "preprocess", i.id) for i in items}
     missing = [i.id for i in items if (markers[i.id] or {}).get("settings") != preprocess_settings(cfg, spec, i)]
     if missing:
-        numbers = ",".join(str(int(i)) for i in missing)
-        select = f" file_numbers={numbers}" if isinstance(getattr(cfg, "file_numbers", None), str) else ""
+        select = ""
+        if isinstance(getattr(cfg, "file_numbers", None), str):
+            select = " file_numbers=" + ",".join(str(int(i)) for i in missing)
         raise ArtifactError(
             f"{cfg.root}: cannot finalize: item(s) {', '.join(missing)} of {len(items)} are not preprocessed "
             "(or were, with other settings)",

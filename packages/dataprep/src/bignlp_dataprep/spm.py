@@ -77,6 +77,8 @@ class TrainTokenizerConfig:
 
     input: tuple[str, ...] = ()
     json_keys: tuple[str, ...] = ("text",)
+    # jsonl: the json_keys text of one JSON object per line; text: every line is a sentence.
+    input_format: str = "jsonl"
     model_prefix: str = "custom_sp_tokenizer"
     model_type: str = "bpe"  # unigram, bpe, word or char
     vocab_size: int = 8000
@@ -94,6 +96,8 @@ class TrainTokenizerConfig:
     def __post_init__(self) -> None:
         if not self.input:
             raise ConfigError("train-tokenizer: no input files", hint="give --input FILE [FILE...]")
+        if self.input_format not in ("jsonl", "text"):
+            raise ConfigError(f"input_format {self.input_format!r} is not jsonl or text")
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"model_type {self.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
         if self.vocab_size < 1 or not 0 < self.character_coverage <= 1:
@@ -117,9 +121,11 @@ def split_long_line(line: str, max_chars: int) -> Iterator[str]:
         yield line
 
 
-def iter_training_lines(files: Sequence[str], json_keys: Sequence[str], max_bytes: int = 4192) -> Iterator[str]:
+def iter_training_lines(files: Sequence[str], json_keys: Sequence[str], max_bytes: int = 4192, *,
+                        text_format: bool = False) -> Iterator[str]:
     """The non-blank lines of every document's ``json_keys`` values, long ones split to fit ``max_bytes``.
 
+    With ``text_format`` the files are plain text (plain, .gz or .zst): every line is a sentence.
     Malformed lines are InputErrors naming file and line.
     """
     max_chars = max(1, max_bytes // 4)  # UTF-8: at most 4 bytes a character
@@ -127,6 +133,12 @@ def iter_training_lines(files: Sequence[str], json_keys: Sequence[str], max_byte
         for batch in InputFile(path).batches(1 << 20):
             for lineno, raw in enumerate(batch.data.split(b"\n"), start=batch.first_line):
                 if not raw.strip():
+                    continue
+                if text_format:
+                    try:
+                        yield from split_long_line(raw.decode("utf-8").rstrip("\r"), max_chars)
+                    except UnicodeDecodeError as exc:
+                        raise InputError(f"{batch.source}:{lineno}: invalid UTF-8 ({exc.reason})") from None
                     continue
                 try:
                     doc = json.loads(raw)
@@ -153,7 +165,8 @@ def train_sentencepiece(cfg: TrainTokenizerConfig) -> tuple[Path, Path]:
 
     def lines() -> Iterator[str]:
         nonlocal num_lines
-        for line in iter_training_lines(files, cfg.json_keys, cfg.max_sentence_length):
+        for line in iter_training_lines(files, cfg.json_keys, cfg.max_sentence_length,
+                                        text_format=cfg.input_format == "text"):
             num_lines += 1
             yield line
 
