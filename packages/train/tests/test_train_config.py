@@ -52,7 +52,6 @@ def test_overrides_and_yaml_path(tmp_path):
         ("model.max_position_embeddings=64", "model.data.seq_length=128 exceeds model.max_position_embeddings=64"),
         ("model.tensor_model_parallel_size=3", "model.num_attention_heads=4 is not divisible by "
                                                "model.tensor_model_parallel_size=3"),
-        ("model.pipeline_model_parallel_size=2", "pipeline parallelism is not available yet"),
         ("trainer.precision=16", "trainer.precision=16 is not supported"),
         ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches must be 1"),
         ("trainer.max_time=1h", "trainer.max_time"),

@@ -1,4 +1,5 @@
-"""Multi-process training on CPU/gloo: DP (FSDP2), TP, TP+SP and resharded resume equal one process.
+"""Multi-process training on CPU/gloo: DP (FSDP2), TP, TP+SP (with recomputation) and resharded resume equal one
+process.
 
 Tiny model, fp32, dropout 0, fixed seed: the loss curves must agree within 1e-5 relative.
 """
@@ -62,8 +63,12 @@ def reference(dataset, tmp_path_factory) -> dict:
 @pytest.mark.parametrize(
     "layout",
     [(), ("model.tensor_model_parallel_size=2",),
-     ("model.tensor_model_parallel_size=2", "model.sequence_parallel=true")],
-    ids=["dp2-fsdp", "tp2", "tp2-sp"],
+     ("model.tensor_model_parallel_size=2", "model.sequence_parallel=true"),
+     ("model.activations_checkpoint_granularity=full", "model.activations_checkpoint_method=uniform",
+      "model.activations_checkpoint_num_layers=2"),
+     ("model.tensor_model_parallel_size=2", "model.sequence_parallel=true",
+      "model.activations_checkpoint_granularity=selective")],
+    ids=["dp2-fsdp", "tp2", "tp2-sp", "dp2-fsdp-full-recompute", "tp2-sp-selective-recompute"],
 )
 def test_two_process_curve_equals_single_process(dataset, tmp_path, reference, layout):
     out = pretrain(dataset, tmp_path, *layout, nproc=2)

@@ -200,3 +200,20 @@ def test_resume_with_another_architecture_exits_2(dataset, tmp_path):
                                        *tiny_overrides(dataset, tmp_path, "model.num_layers=3", "trainer.max_steps=2")])
     assert result.exit_code == 2
     assert "was trained with num_layers=2, the config gives 3" in result.stderr
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
+    run(dataset, tmp_path, "trainer.max_steps=3")  # a good checkpoint at step 3
+    # resume with an absurd learning rate: step 4 updates the weights to ~1e30, step 5's loss is inf/NaN
+    result = CliRunner().invoke(main, ["pretrain", "--config", "gpt3/tiny-cpu",
+                                       *tiny_overrides(dataset, tmp_path, "trainer.max_steps=6", "model.optim.lr=1e30",
+                                                       "model.optim.sched.min_lr=1e29")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("bignlp-train: error: loss ")
+    assert "at step 5 " in result.stderr and "training diverged" in result.stderr
+    assert "checkpoints/latest still names step-00000003" in result.stderr
+    assert "lower model.optim.lr" in result.stderr
+    assert latest_checkpoint(tmp_path).name == "step-00000003"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000003"]
+    assert records(tmp_path, "diverged")[0]["step"] == 5
+    assert max(r["step"] for r in records(tmp_path, "train")) == 4

@@ -21,6 +21,8 @@ from bignlp_contracts import ConfigError, load_config
 CONFIGS_DIR = Path(__file__).parent / "configs"
 
 OPTIMIZERS = ("adam", "adamw", "fused_adam", "distributed_fused_adam")
+CHECKPOINT_GRANULARITIES = ("full", "selective")
+CHECKPOINT_METHODS = ("uniform", "block")
 
 
 def parse_max_time(text: str) -> float:
@@ -241,8 +243,13 @@ class ModelConfig:
     micro_batch_size: int = 4
     global_batch_size: int = 8
     tensor_model_parallel_size: int = 1  # TP: each layer's matmuls split over this many ranks
-    pipeline_model_parallel_size: int = 1  # must be 1: pipeline parallelism is not available yet
+    pipeline_model_parallel_size: int = 1  # loads with any value; training refuses > 1 (not available yet)
     sequence_parallel: bool = False  # with TP: LayerNorms and dropout split along the sequence
+    # Activation recomputation (Megatron's keys): null: none; "full": whole blocks, chosen by method and
+    # num_layers; "selective": only the attention core softmax(QKᵀ)V (large activations, few FLOPs).
+    activations_checkpoint_granularity: str | None = None
+    activations_checkpoint_method: str | None = None  # full: "uniform" (groups of num_layers) or "block"
+    activations_checkpoint_num_layers: int | None = None  # uniform: group size; block: blocks per stage (0: none)
     encoder_seq_length: int = 2048
     max_position_embeddings: int = 2048
     num_layers: int = 12
@@ -261,13 +268,8 @@ class ModelConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
-        if self.pipeline_model_parallel_size != 1:
-            raise ConfigError(
-                f"model.pipeline_model_parallel_size={self.pipeline_model_parallel_size}: "
-                "pipeline parallelism is not available yet",
-                hint="set model.pipeline_model_parallel_size=1 (use tensor or data parallelism)",
-            )
-        for key in ("micro_batch_size", "tensor_model_parallel_size", "global_batch_size", "encoder_seq_length",
+        for key in ("micro_batch_size", "tensor_model_parallel_size", "pipeline_model_parallel_size",
+                    "global_batch_size", "encoder_seq_length",
                     "max_position_embeddings", "num_layers", "hidden_size", "num_attention_heads",
                     "make_vocab_size_divisible_by"):
             if getattr(self, key) < 1:
@@ -305,6 +307,32 @@ class ModelConfig:
                 raise ConfigError(f"model.{key} must lie in [0, 1), got {getattr(self, key)}")
         if self.init_method_std <= 0:
             raise ConfigError(f"model.init_method_std must be positive, got {self.init_method_std}")
+        self._check_recompute()
+
+    def _check_recompute(self) -> None:
+        granularity, method, n = (self.activations_checkpoint_granularity, self.activations_checkpoint_method,
+                                  self.activations_checkpoint_num_layers)
+        if granularity not in (None, *CHECKPOINT_GRANULARITIES):
+            raise ConfigError(f"model.activations_checkpoint_granularity={granularity!r} is not supported",
+                              hint="use null, full or selective")
+        if method is not None and method not in CHECKPOINT_METHODS:
+            raise ConfigError(f"model.activations_checkpoint_method={method!r} is not supported",
+                              hint="use uniform or block")
+        if granularity != "full":
+            return  # selective recomputes the attention core of every block: method and num_layers unused
+        if method is None:
+            raise ConfigError("model.activations_checkpoint_granularity=full needs model.activations_checkpoint_method",
+                              hint="set model.activations_checkpoint_method=uniform or block")
+        layers_per_stage = self.num_layers // self.pipeline_model_parallel_size
+        minimum = 1 if method == "uniform" else 0
+        if n is None or n < minimum:
+            raise ConfigError(f"model.activations_checkpoint_num_layers={n} must be at least {minimum} "
+                              f"with model.activations_checkpoint_method={method}")
+        limit, what = (self.num_layers, "model.num_layers") if method == "uniform" else (
+            layers_per_stage, "the layers per pipeline stage")
+        if n > limit:
+            raise ConfigError(f"model.activations_checkpoint_num_layers={n} exceeds {what} ({limit})",
+                              hint=f"use at most {limit}")
 
     @property
     def seq_length(self) -> int:
@@ -317,26 +345,51 @@ class ModelConfig:
         return self.global_batch_size // self.micro_batch_size
 
     def data_parallel_size(self, world_size: int) -> int:
-        """DP = world size / (TP × PP), checked against the batch sizes (seed section 5.7).
+        """DP for ``world_size`` processes, after ``check_parallel_layout``."""
+        return check_parallel_layout(self, world_size)
 
-        Called before any process group exists, so a bad layout costs one line, not a hang.
-        """
-        tp, pp = self.tensor_model_parallel_size, self.pipeline_model_parallel_size
-        if world_size % (tp * pp):
-            raise ConfigError(
-                f"world size {world_size} is not a multiple of model.tensor_model_parallel_size={tp} × "
-                f"model.pipeline_model_parallel_size={pp} (world size = TP × PP × DP)",
-                hint=f"start a multiple of {tp * pp} processes, or change the parallel sizes",
-            )
-        dp = world_size // (tp * pp)
-        if self.global_batch_size % (self.micro_batch_size * dp):
-            raise ConfigError(
-                f"model.global_batch_size={self.global_batch_size} is not a multiple of "
-                f"model.micro_batch_size={self.micro_batch_size} × data-parallel size {dp} "
-                f"(GBS must be a multiple of MBS × num_gpus / (TP × PP) = {self.micro_batch_size * dp})",
-                hint="keep GBS and pick a process count or micro-batch size that divides it",
-            )
-        return dp
+
+def check_parallel_layout(model: ModelConfig, world_size: int) -> int:
+    """Check the parallel layout against ``world_size`` processes; return the data-parallel size.
+
+    A pure function of the config and the world size (seed section 5.7): world size = TP × PP × DP,
+    heads % TP, layers % PP, GBS % (MBS × DP). Training calls it before any process group exists,
+    so a bad layout costs one line, not a hang; the config tests call it for every shipped config.
+    """
+    tp, pp = model.tensor_model_parallel_size, model.pipeline_model_parallel_size
+    if world_size % (tp * pp):
+        raise ConfigError(
+            f"world size {world_size} is not a multiple of model.tensor_model_parallel_size={tp} × "
+            f"model.pipeline_model_parallel_size={pp} (world size = TP × PP × DP)",
+            hint=f"start a multiple of {tp * pp} processes, or change the parallel sizes",
+        )
+    if model.num_attention_heads % tp:
+        raise ConfigError(
+            f"model.num_attention_heads={model.num_attention_heads} is not divisible by "
+            f"model.tensor_model_parallel_size={tp}", hint="each tensor-parallel rank computes whole attention heads")
+    if model.num_layers % pp:
+        raise ConfigError(
+            f"model.num_layers={model.num_layers} is not divisible by model.pipeline_model_parallel_size={pp}",
+            hint="each pipeline stage holds the same number of layers")
+    dp = world_size // (tp * pp)
+    if model.global_batch_size % (model.micro_batch_size * dp):
+        raise ConfigError(
+            f"model.global_batch_size={model.global_batch_size} is not a multiple of "
+            f"model.micro_batch_size={model.micro_batch_size} × data-parallel size {dp} "
+            f"(GBS must be a multiple of MBS × num_gpus / (TP × PP) = {model.micro_batch_size * dp})",
+            hint="keep GBS and pick a process count or micro-batch size that divides it",
+        )
+    return dp
+
+
+def check_trainable(model: ModelConfig) -> None:
+    """What this version cannot train yet, refused when training starts (the config itself loads)."""
+    if model.pipeline_model_parallel_size != 1:
+        raise ConfigError(
+            f"model.pipeline_model_parallel_size={model.pipeline_model_parallel_size}: "
+            "pipeline parallelism is not available yet",
+            hint="set model.pipeline_model_parallel_size=1 (use tensor or data parallelism)",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,15 +48,35 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tensor_parallel_size: 
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
+class CoreAttention(nn.Module):
+    """softmax(QKᵀ/√d)·V with causal (or document) masking and attention dropout; no parameters.
+
+    A module of its own so that selective activation recomputation (``parallelize.apply_ac``)
+    can recompute just this part: it is cheap in FLOPs but its activations are large.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.dropout_p = cfg.attention_dropout
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        dropout_p = self.dropout_p if self.training else 0.0
+        if attention_mask is None:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        # document-wise causal mask (reset_attention_mask); True = may attend
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout_p)
+
+
 class SelfAttention(nn.Module):
     """Causal multi-head attention with one fused QKV projection."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.kv_channels = cfg.kv_channels
-        self.dropout_p = cfg.attention_dropout
         projection = cfg.num_attention_heads * cfg.kv_channels
         self.linear_qkv = nn.Linear(cfg.hidden_size, 3 * projection)
+        self.core_attention = CoreAttention(cfg)
         self.linear_proj = nn.Linear(projection, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -66,11 +86,7 @@ class SelfAttention(nn.Module):
         qkv = self.linear_qkv(x)
         qkv = qkv.view(batch, seq, qkv.shape[-1] // (3 * self.kv_channels), 3 * self.kv_channels)
         q, k, v = (t.transpose(1, 2) for t in qkv.split(self.kv_channels, dim=-1))  # (B, heads, S, kv)
-        dropout_p = self.dropout_p if self.training else 0.0
-        if attention_mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        else:  # document-wise causal mask (reset_attention_mask); True = may attend
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout_p)
+        out = self.core_attention(q, k, v, attention_mask)
         return self.linear_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -183,6 +199,34 @@ def build_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPT:
 def num_parameters(model: nn.Module) -> int:
     """Distinct parameters (the tied embedding counts once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters(cfg: GPTConfig) -> int:
+    """Parameters of ``GPT(cfg)`` from the config alone (equals ``num_parameters(GPT(cfg))``).
+
+    Token + position embeddings, per layer QKV and output projection (4·h·a + 3a + h, a = heads ×
+    kv_channels; 4h² + 4h for GPT-3), MLP (2·h·ffn + ffn + h) and two LayerNorms (4h), then the
+    final LayerNorm. The output layer is the token embedding (tied), so it adds nothing.
+    """
+    h, f, a = cfg.hidden_size, cfg.ffn_hidden_size, cfg.num_attention_heads * cfg.kv_channels
+    per_layer = (3 * h * a + 3 * a) + (a * h + h) + (2 * h * f + f + h) + 4 * h
+    return (cfg.vocab_size + cfg.max_position_embeddings) * h + cfg.num_layers * per_layer + 2 * h
+
+
+def flops_per_token(cfg: GPTConfig, seq_length: int) -> float:
+    """Model FLOPs per trained token, forward + backward: ``6·N + 12·L·a·s`` (PaLM appendix B; Megatron).
+
+    ``N`` = the weights of the matrix multiplies a token goes through: per layer QKV, output
+    projection and the two MLP linears (``4·h·a + 2·h·ffn``, 12h² for GPT-3), plus the output
+    layer (``V·h``, the tied embedding). Biases, LayerNorms and embedding lookups are left out,
+    so this is exactly Megatron's ``72·L·h²·(1 + s/(6h) + V/(12·h·L))`` per token
+    (Narayanan et al. 2021, without recomputation). ``12·L·a·s`` (a = heads × kv_channels, = h
+    for GPT-3) is attention's QKᵀ and scores·V, counted over the full s × s square as both
+    papers do. Recomputation is not counted: these are *model* FLOPs, the MFU numerator.
+    """
+    h, f, a = cfg.hidden_size, cfg.ffn_hidden_size, cfg.num_attention_heads * cfg.kv_channels
+    n = cfg.num_layers * (4 * h * a + 2 * h * f) + cfg.vocab_size * h
+    return 6.0 * n + 12.0 * cfg.num_layers * a * seq_length
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

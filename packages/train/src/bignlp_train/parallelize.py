@@ -4,9 +4,11 @@
 meta device so that no rank ever allocates the full weights of a large model:
 
 1. ``apply_tp``   — tensor parallelism (+ sequence parallelism) over the mesh's "tp" dim;
-2. ``apply_fsdp`` — FSDP2 over the "dp" dim: parameters, gradients and optimizer state
+2. ``apply_ac``   — activation recomputation (full: whole blocks, uniform groups or the first
+   blocks of each stage; selective: the attention core only), also with a single process;
+3. ``apply_fsdp`` — FSDP2 over the "dp" dim: parameters, gradients and optimizer state
    sharded across data-parallel ranks (the seed's ``distributed_fused_adam``, ZeRO-style);
-3. materialise on the device (``to_empty``) and ``init_weights`` with a fill that draws
+4. materialise on the device (``to_empty``) and ``init_weights`` with a fill that draws
    each tensor at its full shape and keeps the local slice, so the initial weights equal
    the single-process ones exactly.
 
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
@@ -65,6 +69,93 @@ def apply_tp(model: GPT, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
                            PrepareModuleOutput(output_layouts=Shard(1), desired_output_layouts=Replicate()))
 
 
+@dataclass(frozen=True)
+class Recompute:
+    """Which activations to recompute in backward (the seed's ``model.activations_checkpoint_*``)."""
+
+    granularity: str | None = None  # None, "full" or "selective"
+    method: str | None = None  # full: "uniform" or "block"
+    num_layers: int | None = None  # uniform: blocks per checkpointed group; block: blocks per stage
+    num_stages: int = 1  # pipeline stages ("block" counts per stage)
+
+
+def _checkpoint(run: Callable, *args, **kwargs):
+    # Non-reentrant, with the RNG state preserved: dropout draws the same masks when recomputed,
+    # so the gradients equal those without recomputation.
+    return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
+
+
+def _recompute_forward(module: nn.Module) -> None:
+    """Make ``module``'s forward keep only its inputs and recompute the rest in backward.
+
+    Replacing the bound ``forward`` (instead of wrapping the module) keeps parameter names,
+    so checkpoints do not depend on the recomputation setting.
+    """
+    run = module.forward
+    module.forward = lambda *args, **kwargs: _checkpoint(run, *args, **kwargs)
+
+
+def _recompute_group(layers: list[nn.Module]) -> None:
+    """Recompute consecutive ``layers`` as one unit: only the group's input is kept.
+
+    When the model's loop reaches the first layer, it runs the whole group under one
+    checkpoint, calling each layer (so hooks such as FSDP's fire as usual); the loop's calls
+    to the other layers then pass their input through. (Under FSDP those pass-through calls
+    still gather and free the layer's parameters once more: a communication cost.)
+    """
+    inside = [False]
+
+    def group(x, *args, **kwargs):
+        inside[0] = True
+        try:
+            for layer in layers:
+                x = layer(x, *args, **kwargs)
+        finally:
+            inside[0] = False
+        return x
+
+    def member(index: int, original: Callable) -> Callable:
+        def forward(x, *args, **kwargs):
+            if inside[0]:
+                return original(x, *args, **kwargs)  # for real, inside the group
+            return _checkpoint(group, x, *args, **kwargs) if index == 0 else x
+
+        return forward
+
+    for index, layer in enumerate(layers):
+        layer.forward = member(index, layer.forward)
+
+
+def apply_ac(model: GPT, recompute: Recompute) -> None:
+    """Activation recomputation, Megatron's three ways (Korthikanti et al. 2022).
+
+    - ``selective``: every block's attention core (softmax(QKᵀ)V, whose activations grow with s²)
+      is recomputed; the linears' inputs are kept.
+    - ``full`` + ``uniform``: the blocks are cut into groups of ``num_layers`` consecutive blocks;
+      each group keeps only its input and recomputes everything else.
+    - ``full`` + ``block``: the first ``num_layers`` blocks of each pipeline stage are recomputed
+      whole, the rest keep everything (0: none).
+    """
+    layers = list(model.layers)
+    if recompute.granularity == "selective":
+        for layer in layers:
+            _recompute_forward(layer.self_attention.core_attention)
+    elif recompute.granularity == "full":
+        n = recompute.num_layers or 0
+        if recompute.method == "uniform":
+            for start in range(0, len(layers), n):
+                group = layers[start:start + n]
+                if len(group) == 1:
+                    _recompute_forward(group[0])
+                else:
+                    _recompute_group(group)
+        else:
+            per_stage = len(layers) // recompute.num_stages
+            for stage in range(recompute.num_stages):
+                for layer in layers[stage * per_stage:stage * per_stage + n]:
+                    _recompute_forward(layer)
+
+
 def apply_fsdp(model: GPT, dp_mesh: DeviceMesh) -> None:
     """FSDP2: one unit per transformer block (gathered just in time, gradients reduce-scattered
     while backward goes on), then the root for embeddings and the final LayerNorm."""
@@ -84,15 +175,18 @@ def _fill_full_then_shard(param: torch.Tensor, init_: Callable[[torch.Tensor], o
 
 
 def build_parallel_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh | None, *,
-                         sequence_parallel: bool = False) -> GPT:
+                         sequence_parallel: bool = False, recompute: Recompute = Recompute()) -> GPT:
     """The GPT on ``device``, parallelised over ``mesh`` (dims "dp", "tp"), initialised as on one device."""
     if mesh is None:
-        return build_model(cfg, device)
+        model = build_model(cfg, device)
+        apply_ac(model, recompute)
+        return model
     with torch.device("meta"):
         model = GPT(cfg)
     tp_mesh, dp_mesh = mesh["tp"], mesh["dp"]
     if tp_mesh.size() > 1:
         apply_tp(model, tp_mesh, sequence_parallel)
+    apply_ac(model, recompute)
     if dp_mesh.size() > 1:
         apply_fsdp(model, dp_mesh)
     model.to_empty(device=device)

@@ -31,11 +31,15 @@ class Progress:
     """
 
     def __init__(self, run_dir: Path, *, max_steps: int, tokens_per_step: int, log: Callable[[str], None],
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, flops_per_token: float = 0.0, num_devices: int = 1,
+                 peak_tflops: float | None = None) -> None:
         self.enabled = enabled  # False on every rank but 0: one writer per file
         self.path = Path(run_dir) / METRICS_FILE
         self.max_steps = max_steps
         self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token  # model FLOPs (model.flops_per_token); 0: not shown
+        self.num_devices = num_devices  # the job's processes: throughput per device
+        self.peak_tflops = peak_tflops  # per device; None: no MFU
         self.log = log
         self._window_start = time.perf_counter()
         self._window_steps = 0
@@ -67,12 +71,21 @@ class Progress:
         self._window_start, self._window_steps = now, 0
         tokens_per_s = self.tokens_per_step / step_time if step_time > 0 else 0.0
         eta = step_time * (self.max_steps - step)
+        flops = {}
+        compute = ""
+        if self.flops_per_token > 0:
+            tflops = tokens_per_s * self.flops_per_token / self.num_devices / 1e12
+            flops["tflops_per_device"] = round(tflops, 4)
+            compute = f" | {tflops:.3g} TFLOP/s/device"
+            if self.peak_tflops:
+                flops["mfu"] = round(tflops / self.peak_tflops, 4)
+                compute += f" | MFU {100 * tflops / self.peak_tflops:.1f}%"
         self.log(
             f"step {step}/{self.max_steps} | loss {loss:.4f} | lr {lr:.3e} | grad norm {grad_norm:.3f} | "
-            f"{tokens_per_s:,.0f} tok/s | {step_time:.2f} s/step | ETA {format_duration(eta)}"
+            f"{tokens_per_s:,.0f} tok/s{compute} | {step_time:.2f} s/step | ETA {format_duration(eta)}"
         )
         self.record("train", step=step, loss=loss, lr=lr, grad_norm=grad_norm, tokens_per_s=round(tokens_per_s, 1),
-                    step_time_s=round(step_time, 4), consumed_samples=consumed_samples)
+                    step_time_s=round(step_time, 4), consumed_samples=consumed_samples, **flops)
 
     def validation(self, step: int, val_loss: float, *, split: str = "validation") -> None:
         """Log and record a validation (or, with ``split="test"``, test) loss."""

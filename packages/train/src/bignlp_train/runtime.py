@@ -79,6 +79,31 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+# Dense bf16 tensor-core peak per GPU (vendor datasheets), the MFU denominator. Matched in this order
+# against torch.cuda.get_device_name (e.g. "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"); the
+# PCIe and NVL cards run slower clocks than the SXM modules.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("H200", 989.0),
+    ("A100", 312.0),
+)
+
+
+def peak_tflops(device_name: str | None) -> float | None:
+    """The device's dense bf16 peak in TFLOP/s, or None when unknown (CPUs, other GPUs)."""
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if device_name and key in device_name:
+            return tflops
+    return None
+
+
+def device_name(device: torch.device) -> str | None:
+    """The CUDA device's name (for ``peak_tflops``); None on CPU."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else None
+
+
 def check_precision(device: torch.device, precision: str) -> None:
     """bf16 needs hardware support on GPUs (Ampere and later); CPUs emulate it."""
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

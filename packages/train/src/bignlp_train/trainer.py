@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from bignlp_contracts import (
     ArtifactError,
+    BigNLPError,
     ConfigError,
     discover_run_env,
     input_record,
@@ -36,7 +37,7 @@ from bignlp_contracts import (
 )
 
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, check_parallel_layout, check_trainable
 from .data import (
     BlendEntry,
     TokenizerInfo,
@@ -48,19 +49,27 @@ from .data import (
     micro_batches,
     resolve_blend,
 )
-from .model import GPT, GPTConfig, lm_loss, num_parameters, padded_vocab_size
+from .model import GPT, GPTConfig, flops_per_token, lm_loss, num_parameters, padded_vocab_size
 from .optim import build_optimizer, lr_at, set_lr
-from .parallelize import build_parallel_model, clip_grad_norm_
+from .parallelize import Recompute, build_parallel_model, clip_grad_norm_
 from .progress import Progress
 from .runtime import (
     StopSignals,
     autocast,
     check_precision,
+    device_name,
     init_distributed,
+    peak_tflops,
     pick_device,
     seed_everything,
     shutdown_distributed,
 )
+
+
+class TrainingDivergedError(BigNLPError):
+    """The loss or gradient norm became NaN/inf: the run stops without saving. Exit code 1."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,13 @@ def gpt_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
     )
 
 
+def recompute_of(cfg: TrainConfig) -> Recompute:
+    """The activation-recomputation setting from ``model.activations_checkpoint_*``."""
+    m = cfg.model
+    return Recompute(m.activations_checkpoint_granularity, m.activations_checkpoint_method,
+                     m.activations_checkpoint_num_layers, m.pipeline_model_parallel_size)
+
+
 def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
     """The checkpoint to continue from, following ``exp_manager.resume_*``."""
     em = cfg.exp_manager
@@ -190,7 +206,8 @@ def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: Tr
     Each micro-batch loss is a mean, scaled by 1/local count; FSDP averages the
     gradients over the DP ranks, so the step sees the mean over all GBS/MBS
     micro-batches, as one process would. Returns that mean loss and the global
-    gradient norm before clipping.
+    gradient norm before clipping. A NaN/inf loss or gradient norm skips the update
+    (every rank sees the same values, so all skip).
     """
     n = cfg.model.num_micro_batches // dp.size
     loss_sum = torch.zeros((), device=device)
@@ -199,10 +216,12 @@ def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: Tr
                              cfg.model.data.reset_attention_mask)
         (loss / n).backward()
         loss_sum += loss.detach()
-    grad_norm = clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
+    grad_norm = clip_grad_norm_(model.parameters(), clip).item()  # global: the same on every rank
+    mean_loss = dp.mean(loss_sum, n)
+    if math.isfinite(mean_loss) and math.isfinite(grad_norm):  # else the caller stops the run: no update
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return dp.mean(loss_sum, n), grad_norm.item()
+    return mean_loss, grad_norm
 
 
 @torch.no_grad()
@@ -223,7 +242,8 @@ def evaluate(model: GPT, dataset, *, num_batches: int, cfg: TrainConfig, device:
 
 def plan_run(cfg: TrainConfig, world_size: int = 1) -> RunPlan:
     """Every check that needs neither a process group nor a model: layout, data, vocabulary, resume."""
-    dp_size = cfg.model.data_parallel_size(world_size)
+    check_trainable(cfg.model)
+    dp_size = check_parallel_layout(cfg.model, world_size)
     entries = resolve_blend(cfg.model)
     check_splits(cfg, entries)
     tokenizer = blend_tokenizer(entries)
@@ -269,7 +289,8 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     if rank == 0:
         save_config(cfg, run_dir / "config.yaml")
     seed_everything(cfg.model.seed)
-    model = build_parallel_model(arch, device, mesh, sequence_parallel=cfg.model.sequence_parallel)
+    model = build_parallel_model(arch, device, mesh, sequence_parallel=cfg.model.sequence_parallel,
+                                 recompute=recompute_of(cfg))
     optimizer = build_optimizer(model, cfg, device)
     n_params = num_parameters(model)
     cache_dir = Path(cfg.model.data.index_mapping_dir or run_dir / "index_cache")
@@ -287,7 +308,8 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     log(f"model: {n_params:,} parameters, {arch.num_layers} layers, hidden {arch.hidden_size}, "
         f"vocab {arch.vocab_size} | device {device}{layout}, precision {precision} | run dir {run_dir}")
     progress = Progress(run_dir, max_steps=trainer.max_steps, tokens_per_step=m.global_batch_size * m.seq_length,
-                        log=log, enabled=rank == 0)
+                        log=log, enabled=rank == 0, flops_per_token=flops_per_token(arch, m.seq_length),
+                        num_devices=1 if mesh is None else mesh.size(), peak_tflops=peak_tflops(device_name(device)))
     if resume_from is not None:
         progress.forget_after(state.step)
     do_val = valid_ds is not None and trainer.limit_val_batches > 0
@@ -316,6 +338,9 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
             set_lr(optimizer, lr)
             train_loss, grad_norm = train_step(model, optimizer, batches, cfg=cfg, device=device,
                                                eod_id=tokenizer.eod_id, clip=clip, dp=dp)
+            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+                progress.record("diverged", step=state.step + 1, loss=train_loss, grad_norm=grad_norm, lr=lr)
+                raise _diverged(state.step + 1, train_loss, grad_norm, lr, latest, precision)
             state = TrainState(state.step + 1, state.consumed_samples + m.global_batch_size)
             progress.step_done()
             if state.step % trainer.log_every_n_steps == 0 or state.step in (first_step, trainer.max_steps):
@@ -360,6 +385,17 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
         resumed_from=resume_from, stopped_by_max_time=stopped_by_time, num_parameters=n_params, device=str(device),
         stopped_by_signal=signalled,
     )
+
+
+def _diverged(step: int, loss: float, grad_norm: float, lr: float, latest: Path | None,
+              precision: str) -> TrainingDivergedError:
+    kept = f"checkpoints/latest still names {latest.name}" if latest else "no checkpoint was saved yet"
+    hint = ("lower model.optim.lr or raise model.optim.sched.warmup_steps, check the data near this step "
+            "(consumed_samples in metrics.jsonl)")
+    hint += ", or try trainer.precision=32 (bf16 overflow)" if precision == "bf16" else ""
+    return TrainingDivergedError(
+        f"loss {loss} (grad norm {grad_norm}) at step {step} (lr {lr:.3e}): training diverged, stopped without "
+        f"saving; {kept}", hint=f"{hint}; the same command resumes from the last good checkpoint")
 
 
 def _rank0_decides(value: int, mesh) -> int:
