@@ -29,7 +29,7 @@ $(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
 	$(BIN)/python -m pip install -q $(foreach p,$(PACKAGES),-e "packages/$(p)[test]") ruff build "setuptools>=77" wheel
 	@touch $@
 
-demo: setup ## prepare the shipped corpus, train a tiny GPT on it, show where everything is
+demo: setup ## prepare the shipped corpus, train a tiny GPT on it (2 processes, data parallel), show the artifacts
 	@rm -rf $(DEMO_DIR)
 	$(BIN)/bignlp-dataprep preprocess \
 	  --input tests/data/corpus/demo-en.jsonl.gz \
@@ -37,7 +37,7 @@ demo: setup ## prepare the shipped corpus, train a tiny GPT on it, show where ev
 	  --json-keys text --tokenizer-type gpt2-bpe \
 	  --vocab-file tests/data/gpt2/vocab.json --merges-file tests/data/gpt2/merges.txt \
 	  --append-eod --workers 2
-	$(BIN)/bignlp-train pretrain --config gpt3/tiny-cpu \
+	$(BIN)/bignlp-train pretrain --nproc-per-node 2 --config gpt3/tiny-cpu \
 	  model.data.data_prefix=[1.0,$(DEMO_DIR)/data/demo-en_text_document] \
 	  exp_manager.explicit_log_dir=$(DEMO_DIR)/train
 	@echo
