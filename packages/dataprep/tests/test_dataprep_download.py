@@ -7,24 +7,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from dataprep_helpers import make_www, start_fixture_server, stop_fixture_server
 
 from bignlp_contracts import InputError, RetryableError
 from bignlp_dataprep.download import download, fetch_sha256sums, parse_sha256sums
 
 FAST = {"backoff_s": 0.01, "timeout_s": 10, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def www(tmp_path_factory) -> Path:
-    return make_www(tmp_path_factory.mktemp("www"))
-
-
-@pytest.fixture(scope="module")
-def server(www):
-    url, proc = start_fixture_server(www)
-    yield url
-    stop_fixture_server(proc)
 
 
 def _log(server: str) -> list[list]:

@@ -20,9 +20,6 @@ from dataprep_helpers import (
     VOCAB,
     artifact_files,
     config,
-    make_www,
-    start_fixture_server,
-    stop_fixture_server,
 )
 
 from bignlp_contracts import ConfigError, read_manifest, resolve_dataset
@@ -31,18 +28,6 @@ from bignlp_dataprep.preprocess import preprocess
 from bignlp_dataprep.recipes import CustomConfig, PileConfig, load_recipe, shipped_recipes
 
 PILE = "gpt3/download_gpt3_pile"
-
-
-@pytest.fixture(scope="module")
-def www(tmp_path_factory) -> Path:
-    return make_www(tmp_path_factory.mktemp("www"))
-
-
-@pytest.fixture(scope="module")
-def server(www):
-    url, proc = start_fixture_server(www)
-    yield url
-    stop_fixture_server(proc)
 
 
 def _pile_args(server: str, data_dir: Path, route: str = "files") -> list[str]:
