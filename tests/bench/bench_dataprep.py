@@ -1,10 +1,12 @@
-"""Benchmark: bignlp-dataprep preprocess end to end vs the raw tiktoken GPT-2 encoder, same run, same text.
+"""Benchmark: bignlp-dataprep preprocess end to end vs each raw tokenizer library, same run, same text.
 
-Prints MB/s for both and the ratio ours/raw (target ≥ 0.8; FACTS.md: tiktoken does
-15.7 MB/s on 2 threads, Megatron-LM's preprocess_data.py 2.8 MB/s). The input is the
-shipped demo corpus repeated to BENCH_MB megabytes (default 30) of uncompressed JSONL.
+For GPT-2 BPE (baseline: tiktoken's own batch encoder; FACTS.md: 15.7 MB/s on 2 threads,
+Megatron-LM's preprocess_data.py 2.8 MB/s; target ratio ≥ 0.8), BERT WordPiece (baseline:
+HF tokenizers' encode_batch) and SentencePiece (baseline: SentencePieceProcessor.encode
+with threads). Prints MB/s for both and the ratio ours/raw. The input is the shipped demo
+corpus repeated to BENCH_MB megabytes (default 30) of uncompressed JSONL.
 
-    python tests/bench/bench_dataprep.py [--mb 30] [--workers 2]
+    python tests/bench/bench_dataprep.py [--mb 30] [--workers 2] [--only gpt2-bpe]
 """
 
 from __future__ import annotations
@@ -57,10 +59,33 @@ def make_input(path: Path, mb: float) -> list[str]:
     return texts
 
 
+SPM_MODEL = REPO / "packages" / "dataprep" / "tests" / "data" / "botchan_en_unigram_1000.model"
+
+
+def baselines(workers: int) -> dict:
+    """Per tokenizer: (raw encode function over a list of texts, our CLI's tokenizer options)."""
+    import sentencepiece
+    from tokenizers import BertWordPieceTokenizer
+
+    gpt2 = raw_encoder()
+    bert = BertWordPieceTokenizer(str(DATA / "bert" / "vocab.txt"), lowercase=True)
+    spm = sentencepiece.SentencePieceProcessor(model_file=str(SPM_MODEL))
+    return {
+        "gpt2-bpe": (lambda t: gpt2.encode_ordinary_batch(t, num_threads=workers),
+                     ["--vocab-file", str(DATA / "gpt2" / "vocab.json"), "--merges-file",
+                      str(DATA / "gpt2" / "merges.txt")]),
+        "bert-wordpiece": (lambda t: bert.encode_batch(t, add_special_tokens=False),
+                           ["--vocab-file", str(DATA / "bert" / "vocab.txt")]),
+        "sentencepiece": (lambda t: spm.encode(t, num_threads=workers),
+                          ["--tokenizer-model", str(SPM_MODEL)]),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=float(os.environ.get("BENCH_MB", 30)))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--only", choices=["gpt2-bpe", "bert-wordpiece", "sentencepiece"])
     args = ap.parse_args()
     tool = shutil.which("bignlp-dataprep", path=str(Path(sys.executable).parent)) or shutil.which("bignlp-dataprep")
     if tool is None:
@@ -70,26 +95,25 @@ def main() -> None:
         inp = tmp / "bench.jsonl"
         texts = make_input(inp, args.mb)
         size_mb = inp.stat().st_size / 1e6
-
-        enc = raw_encoder()
-        t0 = time.perf_counter()
-        enc.encode_ordinary_batch(texts, num_threads=args.workers)  # tiktoken's own thread pool, as in FACTS.md
-        raw_s = time.perf_counter() - t0
-
-        cmd = [tool, "preprocess", "--input", str(inp), "--output-prefix", str(tmp / "out" / "bench"),
-               "--json-keys", "text", "--tokenizer-type", "gpt2-bpe", "--vocab-file", str(DATA / "gpt2" / "vocab.json"),
-               "--merges-file", str(DATA / "gpt2" / "merges.txt"), "--append-eod", "--workers", str(args.workers)]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ours_s = time.perf_counter() - t0
+        print(f"input: {size_mb:.1f} MB of English JSONL, {args.workers} workers/threads")
+        for name, (encode, options) in baselines(args.workers).items():
+            if args.only and name != args.only:
+                continue
+            t0 = time.perf_counter()
+            encode(texts)
+            raw = size_mb / (time.perf_counter() - t0)
+            cmd = [tool, "preprocess", "--input", str(inp), "--output-prefix", str(tmp / name / "bench"),
+                   "--json-keys", "text", "--tokenizer-type", name, *options, "--append-eod",
+                   "--workers", str(args.workers)]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ours = size_mb / (time.perf_counter() - t0)
+            shutil.rmtree(tmp / name, ignore_errors=True)
+            target = " (target >= 0.80)" if name == "gpt2-bpe" else ""
+            print(f"{name:15s} raw library {raw:7.2f} MB/s | bignlp-dataprep end to end {ours:7.2f} MB/s | "
+                  f"ratio {ours / raw:.2f}{target}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-    raw, ours = size_mb / raw_s, size_mb / ours_s
-    print(f"input: {size_mb:.1f} MB of English JSONL, {args.workers} workers/threads")
-    print(f"raw tiktoken encode_ordinary_batch (text only): {raw:6.2f} MB/s")
-    print(f"bignlp-dataprep preprocess (read+parse+tokenize+write, whole process): {ours:6.2f} MB/s")
-    print(f"ratio ours/raw: {ours / raw:.2f} (target >= 0.80)")
 
 
 if __name__ == "__main__":
