@@ -147,3 +147,17 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_remove_abandoned_checkpoint_writes(tmp_path):
+    from bignlp_contracts import remove_abandoned_checkpoint_writes
+
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / ".step-00000008.abc.tmp" / "dcp").mkdir(parents=True)
+    (ckpts / ".step-00000006.old-123").mkdir()
+    (ckpts / "step-00000006").mkdir()
+    (ckpts / "step-00000006" / "manifest.json").write_text("{}")
+    removed = remove_abandoned_checkpoint_writes(tmp_path)
+    assert sorted(p.name for p in removed) == [".step-00000006.old-123", ".step-00000008.abc.tmp"]
+    assert [p.name for p in ckpts.iterdir()] == ["step-00000006"]
+    assert remove_abandoned_checkpoint_writes(tmp_path / "none") == []

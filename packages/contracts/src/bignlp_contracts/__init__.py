@@ -25,6 +25,7 @@ from .layout import (
     dataset_prefix_name,
     latest_checkpoint,
     read_checkpoint,
+    remove_abandoned_checkpoint_writes,
     resolve_dataset,
     set_latest_checkpoint,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "apply_overrides", "atomic_directory", "atomic_output_file", "atomic_write_bytes", "atomic_write_text",
     "checkpoint_dir_name", "dataset_prefix_name", "discover_run_env", "dump_config", "exit_on_error",
     "expand_hostlist", "from_dict", "get_kind", "git_commit", "input_record", "latest_checkpoint", "load_config",
-    "load_yaml", "parse_override", "read_checkpoint", "read_manifest", "remove_manifest", "resolve_dataset",
+    "load_yaml", "parse_override", "read_checkpoint", "read_manifest",
+    "remove_abandoned_checkpoint_writes", "remove_manifest", "resolve_dataset",
     "save_config", "set_latest_checkpoint", "sha256_file", "to_dict", "write_manifest",
 ]

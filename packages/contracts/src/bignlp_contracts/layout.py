@@ -26,6 +26,7 @@ Checkpoint artifact (kind ``gpt-checkpoint``), made by ``bignlp-train``::
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,22 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
             return target
     complete = sorted(p for p in ckpt_root.glob("step-*") if (p / MANIFEST_NAME).is_file())
     return complete[-1] if complete else None
+
+
+def remove_abandoned_checkpoint_writes(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete temporary directories a killed checkpoint save left behind; return what was removed.
+
+    ``atomic_directory`` cleans up after exceptions, but SIGKILL (OOM killer, scancel -9)
+    skips that, and each leftover can be as large as a whole checkpoint. Call it from
+    one process only, before the run's first save.
+    """
+    ckpt_root = Path(run_dir) / CHECKPOINTS_DIR
+    if not ckpt_root.is_dir():
+        return []
+    leftovers = [p for p in ckpt_root.glob(".step-*") if p.is_dir() and (p.suffix == ".tmp" or ".old-" in p.name)]
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
 
 
 def set_latest_checkpoint(run_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike) -> None:

@@ -33,6 +33,7 @@ from bignlp_contracts import (
     input_record,
     latest_checkpoint,
     read_checkpoint,
+    remove_abandoned_checkpoint_writes,
     save_config,
 )
 
@@ -266,6 +267,9 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     started = time.monotonic()
     env = discover_run_env()
     plan = plan_run(cfg, env.world_size)
+    if env.rank == 0:
+        for leftover in remove_abandoned_checkpoint_writes(plan.run_dir):
+            log(f"removed {leftover.name}: an unfinished checkpoint write of a killed run")
     device = pick_device(cfg.trainer, env.local_rank)
     check_precision(device, cfg.trainer.precision_name)
     mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size)
