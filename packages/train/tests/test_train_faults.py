@@ -146,13 +146,18 @@ def test_kill_9_at_step_6_then_resume_matches_the_uninterrupted_run(dataset, tmp
     assert read_checkpoint(tmp_path)[1].summary["step"] == MAX_STEPS
 
 
-def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_path, reference):
-    proc = start_with_fault(dataset, tmp_path, "kill-in-save", 8)
+def run_until_it_kills_itself(dataset, run_dir, fault: str, step: int) -> None:
+    """Run with a fault that SIGKILLs the process at ``step``; check it died that way."""
+    proc = start_with_fault(dataset, run_dir, fault, step)
     try:
         _, err = proc.communicate(timeout=60)
     finally:
         kill_group(proc)
     assert proc.returncode == -signal.SIGKILL, err[-3000:]
+
+
+def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_path, reference):
+    run_until_it_kills_itself(dataset, tmp_path, "kill-in-save", 8)
     ckpts = tmp_path / "checkpoints"
     partial = list(ckpts.glob(".step-00000008.*.tmp"))
     assert len(partial) == 1 and (partial[0] / "dcp" / ".metadata").is_file()
@@ -168,12 +173,7 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_pa
 
 def test_kill_9_before_latest_moves_resumes_from_the_pointer(dataset, tmp_path, reference):
     """A complete step-8 directory that `latest` does not name yet: the pointer wins, step 8 is redone."""
-    proc = start_with_fault(dataset, tmp_path, "kill-before-pointer", 8)
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        kill_group(proc)
-    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+    run_until_it_kills_itself(dataset, tmp_path, "kill-before-pointer", 8)
     ckpts = tmp_path / "checkpoints"
     assert (ckpts / "step-00000008" / MANIFEST_NAME).is_file()
     assert (ckpts / "latest").read_text() == "step-00000006\n"
