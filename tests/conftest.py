@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from slurm_support import local_slurm_cluster
 from support import DATA
 
 
@@ -15,3 +16,9 @@ def gpt2_files() -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def demo_corpus() -> Path:
     return DATA / "corpus" / "demo-en.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def slurm_env():
+    """Client environment (SLURM_CONF, PATH) of one private 2-node cluster shared by the session."""
+    yield from local_slurm_cluster()
