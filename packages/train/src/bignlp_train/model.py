@@ -48,6 +48,30 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tensor_parallel_size: 
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
+class Dropout(nn.Module):
+    """``nn.Dropout`` that keeps a 1-byte mask for backward on every device.
+
+    On CPU ``F.dropout`` multiplies by a noise tensor of the input's dtype and saves it (4 bytes an
+    element in fp32, 2 in bf16); ``torch.native_dropout`` (what CUDA's ``F.dropout`` runs) draws the
+    same Bernoulli numbers from the same generator, gives bit-identical outputs and gradients, and
+    saves a bool mask: Korthikanti et al.'s 1 byte per element.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return F.dropout(x, 1.0, True)
+        return torch.native_dropout(x, self.p, True)[0]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class CoreAttention(nn.Module):
     """softmax(QKᵀ/√d)·V with causal (or document) masking and attention dropout; no parameters.
 
@@ -112,7 +136,7 @@ class TransformerLayer(nn.Module):
         self.self_attention = SelfAttention(cfg)
         self.pre_mlp_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)
         self.mlp = MLP(cfg)
-        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.dropout = Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.dropout(self.self_attention(self.input_layernorm(x), attention_mask))
@@ -126,7 +150,7 @@ class Embedding(nn.Module):
         super().__init__()
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.dropout = Dropout(cfg.hidden_dropout)
 
     def forward(self, tokens: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.word_embeddings(tokens) + self.position_embeddings(position_ids))
