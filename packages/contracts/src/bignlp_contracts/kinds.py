@@ -47,7 +47,19 @@ GPT_CHECKPOINT = ArtifactKind(
     required_files=("config.yaml", "dcp/.metadata"),
 )
 
-KINDS: dict[str, ArtifactKind] = {k.name: k for k in (MEGATRON_DATASET, GPT_CHECKPOINT)}
+CSP_VALIDATION = ArtifactKind(
+    name="csp-validation",
+    kind_version=1,
+    description=(
+        "A cluster validation run: result.json (GPU diagnostics per node, collective bus bandwidth per "
+        "message size, node-pair figures, the nodes that failed), report.txt and busbw.png. "
+        "summary.passed says whether the cluster passed; summary.failed_nodes names the nodes to replace."
+    ),
+    produced_by="bignlp-csp-validate run --nodes N --nodelist LIST --partition P --output-dir DIR",
+    required_files=("result.json",),
+)
+
+KINDS: dict[str, ArtifactKind] = {k.name: k for k in (MEGATRON_DATASET, GPT_CHECKPOINT, CSP_VALIDATION)}
 
 
 def get_kind(name: str) -> ArtifactKind:
