@@ -113,3 +113,50 @@ def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     assert f"no space left on device writing {out / 'x_text_document.bin'}: 0.0 MB of tokens written, about" in line
     assert "MB free; the partial files were removed" in line
     assert not (out / "manifest.json").exists() and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("recipe", ["gpt3/download_gpt3_pile", "t5/download_t5_pile", "mt5/download_mc4",
+                                    "generic/custom_dataset"])
+def test_every_recipe_takes_on_error(tmp_path, recipe):
+    from bignlp_dataprep.recipes import load_recipe
+
+    extra = {"mt5/download_mc4": ["languages=de", "num_files={de: 1}"],
+             "generic/custom_dataset": ["raw_dataset_files=[a.jsonl]", f"vocab_file={VOCAB}", f"merge_file={MERGES}"]}
+    base = [f"data_dir={tmp_path}", *extra.get(recipe, [])]
+    assert load_recipe(recipe, base).on_error == "fail"
+    assert load_recipe(recipe, [*base, "on_error=skip"]).on_error == "skip"
+    with pytest.raises(ConfigError, match="on_error 'ignore' is not one of fail, skip"):
+        load_recipe(recipe, [*base, "on_error=ignore"])
+
+
+def test_recipe_run_skips_bad_lines_and_finalize_sums_the_counts(tmp_path):
+    """custom_dataset in 2 array shares: each file's skips land in its marker; finalize sums them per reason."""
+    first = _mixed(tmp_path)
+    second = tmp_path / "second.jsonl"
+    second.write_bytes(b"\n".join([GOOD[0], *BAD["missing_key"], *BAD["malformed_json"][:1], GOOD[1]]) + b"\n")
+    data_dir = tmp_path / "data"
+    args = ["run", "--config", "generic/custom_dataset", f"data_dir={data_dir}",
+            f"raw_dataset_files=[{first},{second}]", f"vocab_file={VOCAB}", f"merge_file={MERGES}"]
+    res = CliRunner().invoke(main, args)  # on_error: fail (the default) stops at the first bad line
+    assert res.exit_code == 4 and f"{first}:2: malformed JSON" in res.stderr
+    assert not (data_dir / "manifest.json").exists()
+
+    for rank in (0, 1):
+        res = CliRunner().invoke(main, [*args, "on_error=skip", "--rank", str(rank), "--world-size", "2"],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, [*args, "on_error=skip", "--step", "finalize"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    expected = {reason: len(lines) for reason, lines in BAD.items()}
+    expected["missing_key"] += 1
+    expected["malformed_json"] += 1
+    manifest = read_manifest(data_dir)
+    assert manifest.summary["skipped"] == expected
+    assert manifest.summary["num_documents"] == len(GOOD) + 2
+    assert "skipped 9 line(s): malformed_json 3, missing_key 2, bad_value 1, invalid_utf8 1, empty_document 2" \
+        in res.stdout
+    # the pair of the mixed file equals preprocessing its good lines alone
+    clean = tmp_path / "clean.jsonl"
+    clean.write_bytes(b"\n".join(GOOD) + b"\n")
+    preprocess(config([clean], tmp_path / "ref" / "x"))
+    assert _pair(data_dir / "custom_00_text_document") == _pair(tmp_path / "ref" / "x_text_document")

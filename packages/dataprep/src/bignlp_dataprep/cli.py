@@ -275,6 +275,9 @@ def run(config_name: str, step: str, rank: int | None, world_size: int | None, o
         s = report.manifest.summary
         click.echo(f"artifact: {cfg.root} ({len(s['datasets'])} datasets, {s['num_documents']:,} documents, "
                    f"{s['num_tokens']:,} tokens)")
+        if skipped := {k: n for k, n in s.get("skipped", {}).items() if n}:
+            click.echo(f"skipped {sum(skipped.values()):,} line(s): "
+                       + ", ".join(f"{k} {n:,}" for k, n in skipped.items()))
     elif world_size > 1 and "finalize" not in steps:
         click.echo(f"when every share is done: bignlp-dataprep run --config {config_name} --step finalize ...")
 

@@ -90,10 +90,7 @@ def _sentences(
     bad_utf8 = False
     try:
         text = batch.data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if not skip:
-            line = batch.first_line + batch.data.count(b"\n", 0, exc.start)
-            raise InputError(f"{batch.source}:{line}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except UnicodeDecodeError:  # found line by line below, so the first bad line of any kind is reported
         text, bad_utf8 = batch.data.decode("utf-8", "surrogateescape"), True
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -107,6 +104,12 @@ def _sentences(
         if not line.strip():
             continue  # blank lines (Megatron would stop with an error) are not documents
         if bad_utf8 and _SURROGATE.search(line):
+            if not skip:
+                try:
+                    line.encode("utf-8", "surrogateescape").decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"{batch.source}:{lineno}: invalid UTF-8 ({exc.reason} at byte {exc.start} "
+                                     "of the line)") from None
             skipped["invalid_utf8"] += 1
             continue
         values: list = []

@@ -20,6 +20,7 @@ from typing import Literal
 from bignlp_contracts import ConfigError, apply_overrides, load_config, load_yaml
 from bignlp_contracts.config import resolve_config_path
 
+from .config import ON_ERROR
 from .download import is_url
 from .extract import extracted_name
 from .shards import parse_file_numbers
@@ -88,6 +89,9 @@ class RecipeBase:
     append_eod: bool = True
     # Tokenizing processes per shard file (the output does not depend on it).
     workers: int = 1
+    # Bad input lines: fail (default) stops at the first one, naming FILE:LINE; skip drops malformed JSON, missing
+    # keys, non-string values, invalid UTF-8 and empty documents, counted per reason in the manifest summary.
+    on_error: str = "fail"
     # Optional checksum list (sha256sum output, "<hex>  <name>" lines), URL or path; files named in it are verified.
     sha256sums_url: str | None = None
     # Download attempts after the first; attempt k waits download_backoff_s * 2**(k-1) s. Then exit 75 (requeue).
@@ -104,6 +108,9 @@ class RecipeBase:
             raise ConfigError("json_keys: give at least one key")
         if self.workers < 1 or self.download_retries < 0:
             raise ConfigError("workers must be >= 1 and download_retries >= 0")
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"on_error {self.on_error!r} is not one of {', '.join(ON_ERROR)}",
+                              hint="on_error=fail (stop at the first bad line) or on_error=skip (drop and count)")
         try:
             object.__setattr__(self, "tokenizer_type", canonical_tokenizer_type(str(self.tokenizer_type)))
         except ValueError as exc:

@@ -34,6 +34,7 @@ from bignlp_contracts import (
 from bignlp_contracts.manifest import MANIFEST_NAME, sha256_file
 
 from .download import fetch_sha256sums
+from .encode import SKIP_REASONS
 from .extract import extract
 from .preprocess import CONFIG_NAME, copy_tokenizer_files, file_mode, producer, tokenizer_summary, write_pairs
 from .readers import InputFile
@@ -86,7 +87,7 @@ def run_recipe(
     sizes = [i.size for i in items]
     mine = shard_of(items, rank, world_size, sizes=None if None in sizes else sizes)  # type: ignore[arg-type]
     report = RunReport(items=[i.id for i in mine])
-    ctx = _Context(cfg, _checksums(cfg), progress)
+    ctx = _Context(cfg, _checksums(cfg), progress, echo)
     if "tokenizer" in steps and needs_training(cfg):
         # before the items: it fetches what it trains on; other shares wait on its lock (or find its marker)
         trained = train_recipe_tokenizer(cfg, ctx.sums, progress=progress)
@@ -120,6 +121,7 @@ class _Context:
     cfg: Recipe
     sums: dict[str, str]
     progress: bool
+    echo: Callable[[str], None] = lambda _msg: None
     _spec: TokenizerSpec | None = None
     _tokenizer: Tokenizer | None = None
 
@@ -143,7 +145,7 @@ def preprocess_settings(cfg: Recipe, spec: TokenizerSpec, item: Item) -> dict:
     """What an item's pair depends on besides its text; a marker with other settings is stale."""
     return {
         "pairs": item_names(cfg, item), "json_keys": list(cfg.json_keys), "append_eod": cfg.append_eod,
-        "tokenizer_type": spec.type, "eod_token": spec.eod_token,
+        "tokenizer_type": spec.type, "eod_token": spec.eod_token, "on_error": cfg.on_error,
         "tokenizer_sha256": [sha256_file(p) for p in spec.paths()],
     }
 
@@ -202,7 +204,8 @@ def _preprocess(ctx: _Context, item: Item) -> None:
             remove_stale_temporaries(cfg.root / f"{name}{ext}")
     start = time.perf_counter()
     pairs = write_pairs([InputFile(p.input) for p in item.files()], tokenizer, cfg.root, names, json_keys=cfg.json_keys,
-                        append_eod=cfg.append_eod, workers=cfg.workers, progress=ctx.progress)
+                        append_eod=cfg.append_eod, workers=cfg.workers, progress=ctx.progress,
+                        on_error=cfg.on_error)
     files = {}
     for name in names:
         for ext in (".bin", ".idx"):
@@ -213,8 +216,10 @@ def _preprocess(ctx: _Context, item: Item) -> None:
     write_marker(cfg.root, "preprocess", item.id, {
         "source": item.source, "datasets": pairs.datasets, "files": files, "num_documents": pairs.num_documents,
         "input_bytes": pairs.input_bytes, "inputs": pairs.inputs, "elapsed_s": round(time.perf_counter() - start, 3),
-        "settings": ctx.settings(item),
+        "settings": ctx.settings(item), "skipped": pairs.skipped,
     })
+    if any(pairs.skipped.values()):
+        ctx.echo(f"preprocess {item.id}: skipped " + ", ".join(f"{k} {n:,}" for k, n in pairs.skipped.items() if n))
 
 
 _STEP_FUNCS = {"download": _download, "extract": _extract, "preprocess": _preprocess}
@@ -287,6 +292,7 @@ def finalize(cfg: Recipe, *, config_name: str = "CONFIG") -> Manifest:
         "num_documents": sum(m["num_documents"] for m in markers.values()),
         "num_tokens": sum(d["num_tokens"] for d in datasets),
         "input_bytes": input_bytes,
+        "skipped": {r: sum(m.get("skipped", {}).get(r, 0) for m in markers.values()) for r in SKIP_REASONS},
         "elapsed_s": round(elapsed, 3),  # preprocessing time summed over items
         "mb_per_s": round(input_bytes / 1e6 / max(elapsed, 1e-9), 3),
     }
