@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -16,6 +17,7 @@ from bignlp_contracts import (
     write_manifest,
 )
 from bignlp_contracts.atomic import atomic_output_file
+from bignlp_contracts.manifest import slurm_job_record
 
 PRODUCER = Producer("bignlp-test", "0.0.1", None)
 
@@ -161,3 +163,44 @@ def test_remove_abandoned_checkpoint_writes(tmp_path):
     assert sorted(p.name for p in removed) == [".step-00000006.old-123", ".step-00000008.abc.tmp"]
     assert [p.name for p in ckpts.iterdir()] == ["step-00000006"]
     assert remove_abandoned_checkpoint_writes(tmp_path / "none") == []
+
+
+def _clear_slurm(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+
+
+def test_manifest_records_the_slurm_array_task(tmp_path, monkeypatch):
+    _clear_slurm(monkeypatch)
+    monkeypatch.setenv("SLURM_JOB_ID", "4711")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4709")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[01-02]")
+    make_dataset(tmp_path / "ds")
+    data = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    expected = {"job_id": "4711", "array_job_id": "4709", "array_task_id": 2, "nodelist": "gpu[01-02]"}
+    assert data["producer"]["slurm"] == expected
+    assert read_manifest(tmp_path / "ds", "megatron-dataset").producer.slurm == expected
+
+
+def test_manifest_outside_slurm_has_no_slurm_key(tmp_path, monkeypatch):
+    _clear_slurm(monkeypatch)
+    make_dataset(tmp_path / "ds")
+    data = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert set(data["producer"]) == {"package", "version", "git_commit"}
+    assert read_manifest(tmp_path / "ds").producer.slurm is None
+
+
+def test_slurm_job_record_plain_job_and_none():
+    assert slurm_job_record({"SLURM_JOB_ID": "9", "SLURM_JOB_NODELIST": "n[1-2]"}) == {
+        "job_id": "9", "array_job_id": None, "array_task_id": None, "nodelist": "n[1-2]"}
+    assert slurm_job_record({"SLURM_NTASKS": "2"}) is None
+
+
+def test_reader_ignores_producer_keys_it_does_not_know(tmp_path):
+    make_dataset(tmp_path / "ds")
+    path = tmp_path / "ds" / "manifest.json"
+    data = json.loads(path.read_text())
+    data["producer"]["added_later"] = {"x": 1}
+    path.write_text(json.dumps(data))
+    assert read_manifest(tmp_path / "ds", "megatron-dataset").producer.package == "bignlp-test"

@@ -31,6 +31,19 @@ def test_slurm_variables():
     assert env.master_port == 15000 + 4242 % 20000
 
 
+def test_slurm_two_nodes_one_task_each_uses_exported_master():
+    # train.sbatch exports the first node's NodeAddr (emulated nodes share 127.0.0.1) and a port.
+    base = {"SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_TASKS_PER_NODE": "1(x2)",
+            "SLURM_JOB_ID": "17", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "23456", "SLURM_LOCALID": "0"}
+    envs = [discover_run_env({**base, "SLURM_PROCID": str(r), "SLURM_NODEID": str(r)}) for r in (0, 1)]
+    assert [(e.rank, e.node_rank, e.local_rank, e.local_world_size) for e in envs] == [(0, 0, 0, 1), (1, 1, 0, 1)]
+    assert {(e.master_addr, e.master_port, e.world_size) for e in envs} == {("127.0.0.1", 23456, 2)}
+    # Without the exported address every task takes the node list's first host, and one port per job.
+    bare = {k: v for k, v in base.items() if not k.startswith("MASTER_")}
+    assert (discover_run_env({**bare, "SLURM_PROCID": "1"}).master_addr,
+            discover_run_env({**bare, "SLURM_PROCID": "1"}).master_port) == ("n1", 15000 + 17)
+
+
 def test_bad_slurm_value():
     with pytest.raises(ConfigError, match="SLURM_NTASKS='x' is not an integer"):
         discover_run_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "x"})

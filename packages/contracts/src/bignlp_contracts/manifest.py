@@ -1,7 +1,7 @@
 """``manifest.json``: the last file an artifact gets, so its presence means "complete".
 
 A manifest records what the artifact is (kind + version), who made it
-(package, version, git commit), from what (input paths with the sha256 of their
+(package, version, git commit, and the Slurm job when one ran it), from what (input paths with the sha256 of their
 manifests or of the raw files), how (the resolved config), what it holds (every
 file with size and sha256) and a kind-specific summary.
 """
@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,44 @@ def git_commit(start: str | os.PathLike | None = None) -> str | None:
 
 @dataclass(frozen=True)
 class Producer:
-    """Who made an artifact."""
+    """Who made an artifact. ``slurm``: the job that ran the producer (``slurm_job_record``), if any."""
 
     package: str
     version: str
     git_commit: str | None = None
+    slurm: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``producer`` object; no ``slurm`` key outside a Slurm job."""
+        data = {"package": self.package, "version": self.version, "git_commit": self.git_commit}
+        if self.slurm is not None:
+            data["slurm"] = dict(self.slurm)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Producer:
+        """Read a manifest's ``producer``; keys a newer writer added are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def slurm_job_record(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The Slurm job this process runs in, from its SLURM_* variables; None outside Slurm.
+
+    ``job_id`` is this job's own id (for an array task, the task's id); ``array_job_id``
+    and ``array_task_id`` are set for array tasks only; ``nodelist`` is the job's nodes.
+    """
+    env = os.environ if environ is None else environ
+    job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job_id:
+        return None
+    task = env.get("SLURM_ARRAY_TASK_ID")
+    return {
+        "job_id": job_id,
+        "array_job_id": env.get("SLURM_ARRAY_JOB_ID") or None,
+        "array_task_id": int(task) if task and task.isdigit() else None,
+        "nodelist": env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or None,
+    }
 
 
 @dataclass(frozen=True)
@@ -85,7 +118,7 @@ class Manifest:
         data = {
             "kind": self.kind,
             "kind_version": self.kind_version,
-            "producer": vars(self.producer),
+            "producer": self.producer.to_dict(),
             "created_at": self.created_at,
             "inputs": self.inputs,
             "config": self.config,
@@ -142,9 +175,12 @@ def write_manifest(
 ) -> Manifest:
     """Describe ``files`` (relative to ``artifact_dir``) and write the manifest last, atomically.
 
-    Call this only after every other file of the artifact is fully written.
+    Call this only after every other file of the artifact is fully written. Under Slurm the
+    producer records the job (``slurm_job_record``) unless the caller already filled ``slurm``.
     """
     artifact_dir = Path(artifact_dir)
+    if producer.slurm is None:
+        producer = replace(producer, slurm=slurm_job_record())
     manifest = Manifest(
         kind=kind.name,
         kind_version=kind.kind_version,
@@ -197,7 +233,7 @@ def read_manifest(
         manifest = Manifest(
             kind=data["kind"],
             kind_version=int(data["kind_version"]),
-            producer=Producer(**data["producer"]),
+            producer=Producer.from_dict(data["producer"]),
             created_at=data["created_at"],
             inputs=data.get("inputs", []),
             config=data.get("config", {}),
