@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from bignlp_contracts import read_manifest
@@ -102,9 +103,27 @@ def test_fewer_nodes_joined_than_requested_is_an_error():
         "(fix: run one task on each node (srun --ntasks-per-node) or lower --nodes)")
 
 
+def test_nccl_backend_without_gpus_is_a_config_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA GPUs")
+    out = _cli(["worker", "--backend", "nccl", "--nccl", *SMALL],
+               env={"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"})
+    assert out.returncode == 2 and "--backend nccl needs CUDA GPUs" in out.stderr.strip().splitlines()[-1]
+
+
+def test_local_with_more_nodes_than_processes_is_an_error(tmp_path: Path):
+    out = _cli(["run", "--local", "--nproc", "2", "--nodes", "3", "--dcgm", "--output-dir", str(tmp_path / "v")])
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "fewer nodes than --nodes: 2 joined (local0, local1), --nodes is 3" in out.stderr
+    assert out.stderr.count("error:") == 1  # rank 1 exits quietly
+    assert not (tmp_path / "v").exists()
+
+
 def test_missing_nodes_without_local_is_a_usage_error():
     res = CliRunner().invoke(main, ["run"])
     assert res.exit_code == 2 and "--nodes is required" in res.output
+    res = CliRunner().invoke(main, ["run", "--local", "--partition", "hpc"])
+    assert res.exit_code == 2 and "drop them with --local" in res.output
 
 
 def test_topology_and_env_commands(tmp_path: Path):

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.distributed as dist
 
+from bignlp_contracts import ConfigError
+
 from .busbw import ELEMENT_BYTES, algbw_gbps, busbw_gbps, operation_bytes
 
 # torch 2.13 renamed the single-tensor forms (the old names warn); older torch has only the old ones.
@@ -42,6 +44,9 @@ def pick_backend(requested: str = "auto") -> tuple[str, torch.device]:
     if requested == "auto":
         requested = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     if requested == "nccl":
+        if not torch.cuda.is_available():
+            raise ConfigError("--backend nccl needs CUDA GPUs, and this node has none visible",
+                              hint="use --backend gloo (or auto) on CPU nodes")
         return "nccl", torch.device("cuda")
     return "gloo", torch.device("cpu")
 

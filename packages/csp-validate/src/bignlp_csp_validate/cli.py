@@ -158,7 +158,10 @@ def run(num_nodes, nodelist, partition, gpus_per_node, local, nproc, **params) -
         if local:
             if nproc < 1:
                 raise ConfigError(f"--nproc must be at least 1, got {nproc}")
-            sys.exit(launch_local(_worker_args(params), nproc))
+            if nodelist or partition:
+                raise click.UsageError("--nodelist and --partition select Slurm nodes; drop them with --local")
+            expected = ["--nodes", str(num_nodes)] if num_nodes is not None else []
+            sys.exit(launch_local([*_worker_args(params), *expected], nproc))
         from .slurm import check_request, srun_command
 
         if num_nodes is None:
