@@ -24,7 +24,8 @@ def test_torchrun_variables():
 def test_slurm_variables():
     env = discover_run_env(
         {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NODEID": "2",
-         "SLURM_JOB_NODELIST": "gpu[07-09,12]", "SLURM_TASKS_PER_NODE": "2(x4)", "SLURM_JOB_ID": "4242"}
+         "SLURM_JOB_NODELIST": "gpu[07-09,12]", "SLURM_TASKS_PER_NODE": "2(x4)", "SLURM_JOB_ID": "4242",
+         "SLURM_STEP_ID": "0"}
     )
     assert (env.rank, env.world_size, env.local_rank, env.node_rank) == (5, 8, 1, 2)
     assert env.master_addr == "gpu07" and env.local_world_size == 2 and env.source == "slurm"
@@ -34,7 +35,8 @@ def test_slurm_variables():
 def test_slurm_two_nodes_one_task_each_uses_exported_master():
     # train.sbatch exports the first node's NodeAddr (emulated nodes share 127.0.0.1) and a port.
     base = {"SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_TASKS_PER_NODE": "1(x2)",
-            "SLURM_JOB_ID": "17", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "23456", "SLURM_LOCALID": "0"}
+            "SLURM_JOB_ID": "17", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "23456", "SLURM_LOCALID": "0",
+            "SLURM_STEP_ID": "0"}
     envs = [discover_run_env({**base, "SLURM_PROCID": str(r), "SLURM_NODEID": str(r)}) for r in (0, 1)]
     assert [(e.rank, e.node_rank, e.local_rank, e.local_world_size) for e in envs] == [(0, 0, 0, 1), (1, 1, 0, 1)]
     assert {(e.master_addr, e.master_port, e.world_size) for e in envs} == {("127.0.0.1", 23456, 2)}
@@ -44,9 +46,17 @@ def test_slurm_two_nodes_one_task_each_uses_exported_master():
             discover_run_env({**bare, "SLURM_PROCID": "1"}).master_port) == ("n1", 15000 + 17)
 
 
+def test_batch_script_outside_srun_is_one_process():
+    # What the batch step of `sbatch --nodes=2 --ntasks-per-node=1` sees (no SLURM_STEP_ID): a
+    # training run started there without srun must not wait for a second rank that never comes.
+    env = discover_run_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "n[1-2]",
+                            "SLURM_TASKS_PER_NODE": "1(x2)", "SLURM_JOB_ID": "5"})
+    assert (env.world_size, env.source) == (1, "single")
+
+
 def test_bad_slurm_value():
     with pytest.raises(ConfigError, match="SLURM_NTASKS='x' is not an integer"):
-        discover_run_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "x"})
+        discover_run_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "x", "SLURM_STEP_ID": "0"})
 
 
 @pytest.mark.parametrize(

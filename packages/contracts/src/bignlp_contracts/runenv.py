@@ -3,6 +3,13 @@
 torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT; under
 ``srun`` (one task per GPU or CPU slot) we derive the same from SLURM_* so the
 training code never cares which launcher started it.
+
+Under Slurm the rendezvous address is MASTER_ADDR when the job script exports it
+(train.sbatch exports the first node's NodeAddr from ``scontrol show node``, which
+also works where node names are not in DNS), else the first host of the job's node
+list; the port is MASTER_PORT, else one derived from the job id, the same in every
+task. Only ``srun`` tasks (SLURM_STEP_ID set) count as Slurm ranks: the batch script
+itself also sees SLURM_PROCID=0 and the job's SLURM_NTASKS, but it is one process.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ class RunEnv:
 
 
 def discover_run_env(environ: Mapping[str, str] | None = None) -> RunEnv:
-    """Read torchrun variables if present, else Slurm task variables, else a single process."""
+    """Read torchrun variables if present, else Slurm task variables (srun), else a single process."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
         world = _int(env, "WORLD_SIZE")
@@ -62,7 +69,8 @@ def discover_run_env(environ: Mapping[str, str] | None = None) -> RunEnv:
             master_port=_int(env, "MASTER_PORT", default=DEFAULT_MASTER_PORT),
             source="torchrun",
         )
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+    in_step = "SLURM_STEP_ID" in env or "SLURM_STEPID" in env  # srun task, not the batch script
+    if in_step and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
         node_rank = _int(env, "SLURM_NODEID", default=0)
         return RunEnv(
