@@ -65,7 +65,8 @@ def main() -> None:
     whole corpus (The Pile, your own files) from download to the artifact;
     'preprocess' tokenizes JSONL files you already have (GPT-2 BPE, BERT
     WordPiece, SentencePiece or any tokenizer.json); 'train-tokenizer'
-    trains a SentencePiece model on JSONL text.
+    trains a SentencePiece model on JSONL text; 'merge' joins datasets
+    (partitions) into one; 'inspect' checks and describes an artifact.
 
     Example:
 
@@ -75,6 +76,7 @@ def main() -> None:
         bignlp-dataprep preprocess --input corpus.jsonl.gz --output-prefix data/corpus \\
           --vocab-file vocab.json --merges-file merges.txt --append-eod --workers 8
         bignlp-dataprep train-tokenizer --input corpus.jsonl.gz --model-prefix bpe/sp --vocab-size 8000
+        bignlp-dataprep merge --input parts/p0 parts/p1 --output-prefix data/corpus
         bignlp-dataprep inspect data/corpus_text_document --show 1
     """
 
@@ -280,6 +282,43 @@ def run(config_name: str, step: str, rank: int | None, world_size: int | None, o
                        + ", ".join(f"{k} {n:,}" for k, n in skipped.items()))
     elif world_size > 1 and "finalize" not in steps:
         click.echo(f"when every share is done: bignlp-dataprep run --config {config_name} --step finalize ...")
+
+
+@main.command(cls=GreedyCommand)
+@click.option("--input", "inputs", multiple=True, required=True, metavar="DIR_OR_PREFIX [DIR_OR_PREFIX...]",
+              help="Dataset artifacts to merge, in document order: an artifact directory (all its pairs, one per "
+                   "JSON key) or one DIR/NAME_<key>_document prefix in it. Several after one flag or repeated flags.")
+@click.option("--output-prefix", required=True, metavar="DIR/NAME",
+              help="Writes DIR/NAME_<key>_document.bin/.idx per JSON key; DIR becomes a new dataset artifact "
+                   "(tokenizer/ copied from the first input, config.yaml, manifest.json last).")
+def merge(inputs: tuple[str, ...], output_prefix: str) -> None:
+    """Merge several datasets (partitions) into one .bin/.idx pair per key (Megatron's tools/merge_datasets.py).
+
+    The tokens are concatenated in --input order, the index rebuilt; the
+    result equals preprocessing all the inputs' text in one run, byte for
+    byte. Inputs must hold the same token dtype and come from the same
+    tokenizer files; otherwise it stops with one line and writes nothing.
+
+    Example:
+
+    \b
+        bignlp-dataprep preprocess --input part-0.jsonl --output-prefix parts/p0/pile ...
+        bignlp-dataprep preprocess --input part-1.jsonl --output-prefix parts/p1/pile ...
+        bignlp-dataprep merge --input parts/p0 parts/p1 --output-prefix data/pile
+    """
+    from .merge import MergeConfig, merge_datasets
+    from .preprocess import artifact_paths
+
+    with exit_on_error(PROG):
+        cfg = MergeConfig(input=inputs, output_prefix=output_prefix)
+        manifest = merge_datasets(cfg)
+    s = manifest.summary
+    click.echo(f"merged {len(s['merged_from'])} pair(s): {s['num_documents']:,} documents, {s['num_tokens']:,} tokens "
+               f"in {s['elapsed_s']:.1f} s")
+    artifact_dir = Path(output_prefix).parent
+    click.echo(f"artifact: {artifact_dir}")
+    for path in artifact_paths(manifest, artifact_dir):
+        click.echo(f"  {path}")
 
 
 @main.command()
