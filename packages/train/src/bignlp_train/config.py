@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from bignlp_contracts import ConfigError, load_config
 
+from .affinity import NumaMappingConfig
+
 CONFIGS_DIR = Path(__file__).parent / "configs"
 
 OPTIMIZERS = ("adam", "adamw", "fused_adam", "distributed_fused_adam")
@@ -400,6 +402,10 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     exp_manager: ExpManagerConfig = field(default_factory=ExpManagerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    # The seed's conf/config.yaml keys, kept at the top level as there: CPU/NUMA pinning of each
+    # worker, and the file whose first line is the W&B API key (exp_manager.create_wandb_logger).
+    numa_mapping: NumaMappingConfig = field(default_factory=NumaMappingConfig)
+    wandb_api_key_file: str | None = None
 
     def __post_init__(self) -> None:
         sched = self.model.optim.sched

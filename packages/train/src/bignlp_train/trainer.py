@@ -37,6 +37,7 @@ from bignlp_contracts import (
     save_config,
 )
 
+from .affinity import apply_numa_mapping
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_parallel_layout, check_trainable
 from .data import (
@@ -271,6 +272,8 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
         for leftover in remove_abandoned_checkpoint_writes(plan.run_dir):
             log(f"removed {leftover.name}: an unfinished checkpoint write of a killed run")
     device = pick_device(cfg.trainer, env.local_rank)
+    apply_numa_mapping(cfg.numa_mapping, local_rank=env.local_rank, local_world_size=env.local_world_size,
+                       gpu=device.type == "cuda", log=log)  # pin before any heavy work
     check_precision(device, cfg.trainer.precision_name)
     mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size)
     try:
