@@ -327,28 +327,41 @@ def merge(inputs: tuple[str, ...], output_prefix: str) -> None:
               help="Also print the first N documents of each dataset, detokenized.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=300, show_default=True, metavar="N",
               help="Cut each shown document to N characters.")
-def inspect(path: str, num_show: int, max_chars: int) -> None:
+@click.option("--histogram/--no-histogram", default=True, show_default=True,
+              help="Print each dataset's histogram of tokens per document (power-of-two buckets) and its "
+                   "min/median/mean/p99/max.")
+@click.option("--histogram-png", metavar="PATH.png",
+              help="Also plot the histograms of every dataset into a PNG (needs matplotlib: the 'plot' extra).")
+def inspect(path: str, num_show: int, max_chars: int, histogram: bool, histogram_png: str | None) -> None:
     """Check a dataset artifact and print what it holds.
 
     DIR_OR_PREFIX is an artifact directory or one DIR/NAME_text_document
     prefix in it. Fails (exit 3) if the artifact is incomplete or its
-    files do not match the manifest.
+    files do not match the manifest. Prints documents, sequences, tokens
+    and a histogram of tokens per document for each dataset.
 
     Example:
 
     \b
-        bignlp-dataprep inspect data/ --show 2
+        bignlp-dataprep inspect data/ --show 2 --histogram-png data-lengths.png
     """
-    from .inspect_dataset import inspect_dataset
+    from .inspect_dataset import histogram_png as plot_histogram
+    from .inspect_dataset import histogram_text, inspect_dataset
 
     with exit_on_error(PROG):
         info = inspect_dataset(path, num_show=num_show)
+        png = plot_histogram(info["datasets"], histogram_png) if histogram_png else None
     tok = info["tokenizer"]
     click.echo(f"artifact: {info['artifact_dir']}")
     click.echo(f"tokenizer: {tok['type']} (vocab_size {tok['vocab_size']}, eod_id {tok['eod_id']})")
     for d in info["datasets"]:
         click.echo(f"{d['prefix']}: {d['num_documents']:,} documents, {d['num_sequences']:,} sequences, "
                    f"{d['num_tokens']:,} tokens, {d['dtype']}")
+        if histogram:
+            for line in histogram_text(d["doc_lengths"]):
+                click.echo(line)
         for i, text in enumerate(d["shown"]):
             cut = text if len(text) <= max_chars else text[:max_chars] + "…"
             click.echo(f"  [{i}] {cut!r}")
+    if png is not None:
+        click.echo(f"histogram: {png}")
