@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 
@@ -17,7 +16,7 @@ from bignlp_csp_validate.busbw import (
     operation_bytes,
     parse_size,
 )
-from bignlp_csp_validate.pairwise import judge_nodes, round_robin
+from bignlp_csp_validate.pairwise import PairResult, blamed, judge_nodes, round_robin
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 8, 16])
@@ -66,18 +65,34 @@ def test_round_robin_meets_every_pair_once_in_disjoint_rounds(n):
         assert len(members) == len(set(members)), f"a node is in two pairs of one round: {r}"
 
 
-def test_more_than_half_rule_singles_out_the_slow_node():
+def _pairs(nodes, busbw, wait=lambda pair, node: 100.0):
+    combos = itertools.combinations(nodes, 2)
+    return [PairResult(pair, busbw(pair), {n: wait(pair, n) for n in pair}) for pair in combos]
+
+
+def test_more_than_half_rule_singles_out_a_slow_link():
     nodes = ["a", "b", "c", "d"]
-    bw = {pair: (10.0 if "c" in pair else 200.0) for pair in itertools.combinations(nodes, 2)}
-    verdicts = {v.node: v for v in judge_nodes(bw, nodes, 180.0)}
+    pairs = _pairs(nodes, lambda pair: 10.0 if "c" in pair else 200.0)  # equal waits: a link, both ends blamed
+    verdicts = {v.node: v for v in judge_nodes(pairs, nodes, 180.0)}
     assert [n for n, v in verdicts.items() if v.failed] == ["c"]
     assert verdicts["c"].pairs_failed == 3 and verdicts["c"].median_busbw_gbps == 10.0
     assert verdicts["a"].pairs_failed == 1 and not verdicts["a"].failed
+    assert verdicts["a"].reason == "1 of 3 pairs below 180 GB/s, 1 of them put on this node"
 
 
-def test_two_nodes_cannot_be_told_apart_and_the_reason_says_so():
-    verdicts = judge_nodes({("a", "b"): 5.0}, ["a", "b"], 35.0)
+def test_a_straggler_is_singled_out_even_among_two():
+    # b arrives late: a waits 200 ms inside each call, b only 2 ms.
+    (pair,) = _pairs(["a", "b"], lambda p: 5.0, lambda p, n: 200_000.0 if n == "a" else 2_000.0)
+    assert blamed(pair, 35.0) == {"b"} and blamed(pair, 1.0) == set()
+    verdicts = {v.node: v for v in judge_nodes([pair], ["a", "b"], 35.0)}
+    assert verdicts["b"].failed and not verdicts["a"].failed
+    assert "a waited for this node (a straggler)" in verdicts["b"].reason
+
+
+def test_two_nodes_joined_by_a_slow_link_cannot_be_told_apart_and_the_reason_says_so():
+    pairs = _pairs(["a", "b"], lambda p: 5.0)
+    verdicts = judge_nodes(pairs, ["a", "b"], 35.0)
     assert all(v.failed for v in verdicts)
-    assert "cannot be singled out" in verdicts[0].reason and "with b" in verdicts[0].reason
-    assert not any(v.failed for v in judge_nodes({("a", "b"): 50.0}, ["a", "b"], 35.0))
-    assert math.isnan(judge_nodes({}, ["a"], 1.0)[0].median_busbw_gbps)
+    assert "cannot be singled out" in verdicts[0].reason and "(with b)" in verdicts[0].reason
+    assert not any(v.failed for v in judge_nodes(_pairs(["a", "b"], lambda p: 50.0), ["a", "b"], 35.0))
+    assert judge_nodes([], ["a"], 1.0)[0].median_busbw_gbps is None

@@ -62,6 +62,7 @@ def test_slow_node_is_named_with_its_figure(tmp_path: Path):
     assert result["diagnostics"] == [] and result["tests"] == {"dcgm": False, "nccl": True}
     good = [p for p in result["pairwise"]["pairs"] if "local2" not in p["nodes"]]
     assert len(good) == 1 and good[0]["passed"]
+    assert all(p["blamed"] == ["local2"] for p in result["pairwise"]["pairs"] if not p["passed"])
     assert read_manifest(tmp_path / "v", "csp-validation").summary["failed_nodes"] == ["local2"]
 
 

@@ -94,8 +94,15 @@ def measure(
     warmup: int,
     iters: int,
     delay_s: float = 0.0,
-) -> Measurement:
-    """Time ``op`` on ``group`` (global ranks ``ranks``); every member must call it with the same arguments."""
+    with_waits: bool = False,
+) -> tuple[Measurement, list[float] | None]:
+    """Time ``op`` on ``group`` (global ranks ``ranks``); every member must call it with the same arguments.
+
+    With ``with_waits`` also returns every rank's average time *inside* the call, in
+    ``ranks`` order (microseconds): a rank that arrives late finds its peers already
+    waiting and spends little time inside, so the shortest wait points at a straggler.
+    On GPUs it is the collective kernel's time (CUDA events), on CPUs the blocking call's.
+    """
     n = len(ranks)
     size = operation_bytes(size_bytes, n)
     buffers = Buffers(op, size, n, device)
@@ -104,16 +111,36 @@ def measure(
         buffers.call(group, src)
     _sync(device)
     dist.barrier(group=group)
+    cuda = device.type == "cuda"
+    events = []
+    inside = 0.0
     start = time.perf_counter()
     for _ in range(iters):
         if delay_s:
             time.sleep(delay_s)
-        buffers.call(group, src)
+        if cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            buffers.call(group, src)
+            end.record()
+            events.append((begin, end))
+        else:
+            t0 = time.perf_counter()
+            buffers.call(group, src)
+            inside += time.perf_counter() - t0
     _sync(device)
     elapsed = torch.tensor([(time.perf_counter() - start) / iters], dtype=torch.float64, device=device)
     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX, group=group)
     t = float(elapsed.item())
-    return Measurement(
+    waits = None
+    if with_waits:
+        if cuda:
+            inside = sum(b.elapsed_time(e) for b, e in events) / 1000  # ms -> s
+        mine = torch.tensor([inside / iters * 1e6], dtype=torch.float64, device=device)
+        found = [torch.zeros_like(mine) for _ in range(n)]
+        dist.all_gather(found, mine, group=group)
+        waits = [float(x.item()) for x in found]
+    measurement = Measurement(
         op=op,
         size_bytes=size,
         count=size // ELEMENT_BYTES,
@@ -122,3 +149,4 @@ def measure(
         algbw_gbps=algbw_gbps(size, t),
         busbw_gbps=busbw_gbps(op, size, t, n),
     )
+    return measurement, waits

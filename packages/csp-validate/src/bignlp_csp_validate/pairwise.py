@@ -5,12 +5,17 @@ meets exactly once, in ``n - 1`` rounds (``n`` when ``n`` is odd, one node resti
 each round); the pairs of a round are disjoint, so they run at the same time and do
 not share a node's links. ``n`` nodes cost ``n - 1`` rounds, not ``n(n-1)/2``.
 
-Blame: a pair fails when its all_reduce bus bandwidth is below the threshold. A slow
-node drags down every pair it is in, while a healthy node is slow only in its pair
-with the slow node, so a node fails when **more than half** of its pairs fail; its
-figure is the median of its pairs. With 3 or more nodes this singles out one slow
-node. With 2 nodes there is one pair and the two cannot be told apart: both are
-listed, and the report says so (add a known-good node to separate them).
+Blame: a pair fails when its all_reduce bus bandwidth is below the threshold. Who is
+to blame for a failing pair comes from how long each node waited inside the collective
+(the shortest wait among its ranks): a node that arrives late (a throttled GPU, a busy
+host) finds its peer already waiting, so when one node waited less than
+``STRAGGLER_RATIO`` times the other, only the late one is blamed; otherwise (a slow link
+slows both ends alike) both are. A node fails when **more than half** of its pairs are
+failing pairs it is blamed for; its figure is the median of its pairs. A slow link on one
+node is singled out by the majority rule once there are 3 or more nodes (it drags down
+every pair it is in, a healthy node only its pair with the slow one); a straggling node
+is singled out even among 2. Two nodes joined by a slow link cannot be told apart: both
+are listed, and the reason says so (add a known-good node to separate them).
 """
 
 from __future__ import annotations
@@ -39,37 +44,69 @@ def round_robin(nodes: list[str]) -> list[list[tuple[str, str]]]:
     return rounds
 
 
+STRAGGLER_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """One node pair's figure and how long each node waited inside the collective (µs)."""
+
+    nodes: tuple[str, str]
+    busbw_gbps: float
+    wait_us: dict[str, float]
+
+
+def blamed(pair: PairResult, threshold_gbps: float) -> set[str]:
+    """The nodes a pair's failure is put on: none if it passed, the late node, or both."""
+    if pair.busbw_gbps >= threshold_gbps:
+        return set()
+    a, b = pair.nodes
+    wa, wb = pair.wait_us.get(a), pair.wait_us.get(b)
+    if wa is not None and wb is not None:
+        if wa < STRAGGLER_RATIO * wb:
+            return {a}
+        if wb < STRAGGLER_RATIO * wa:
+            return {b}
+    return {a, b}
+
+
 @dataclass(frozen=True)
 class NodeVerdict:
-    """One node's pair results: its median bus bandwidth and how many of its pairs failed."""
+    """One node's pair results: its median bus bandwidth and how many failing pairs it is blamed for."""
 
     node: str
-    median_busbw_gbps: float
+    median_busbw_gbps: float | None
     pairs_failed: int
     pairs_total: int
     failed: bool
     reason: str
 
 
-def judge_nodes(pair_busbw: dict[tuple[str, str], float], nodes: list[str], threshold_gbps: float) -> list[NodeVerdict]:
-    """Apply the more-than-half rule to every node (see the module docstring)."""
+def judge_nodes(pairs: list[PairResult], nodes: list[str], threshold_gbps: float) -> list[NodeVerdict]:
+    """Apply the blame and more-than-half rules to every node (see the module docstring)."""
+    blame = {p.nodes: blamed(p, threshold_gbps) for p in pairs}
     verdicts = []
     for node in nodes:
-        figures = [bw for pair, bw in pair_busbw.items() if node in pair]
-        if not figures:
-            verdicts.append(NodeVerdict(node, float("nan"), 0, 0, False, "no pair test (a single node)"))
+        mine = [p for p in pairs if node in p.nodes]
+        if not mine:
+            verdicts.append(NodeVerdict(node, None, 0, 0, False, "no pair test (a single node)"))
             continue
-        below = sum(bw < threshold_gbps for bw in figures)
-        median = statistics.median(figures)
-        failed = below * 2 > len(figures)
-        if failed and len(figures) == 1:
-            other = next(b if a == node else a for a, b in pair_busbw if node in (a, b))
-            reason = (f"its only pair (with {other}) reached {median:.3f} GB/s < {threshold_gbps:g} GB/s; "
-                      "with 2 nodes the slower one cannot be singled out: test both against a known-good node")
+        below = sum(node in blame[p.nodes] for p in mine)
+        median = statistics.median(p.busbw_gbps for p in mine)
+        failed = below * 2 > len(mine)
+        peers = [next(x for x in p.nodes if x != node) for p in mine if node in blame[p.nodes]]
+        if failed and len(mine) == 1 and blame[mine[0].nodes] == set(mine[0].nodes):
+            reason = (f"its only pair (with {peers[0]}) reached {median:.3f} GB/s < {threshold_gbps:g} GB/s and "
+                      "both nodes waited alike (a link, not a straggler): with 2 nodes the slow one cannot be "
+                      "singled out; test both against a known-good node")
+        elif failed and len(mine) == 1:
+            reason = (f"its pair with {peers[0]} reached {median:.3f} GB/s < {threshold_gbps:g} GB/s, and "
+                      f"{peers[0]} waited for this node (a straggler)")
         elif failed:
-            reason = (f"{below} of {len(figures)} pairs below {threshold_gbps:g} GB/s "
+            reason = (f"{below} of {len(mine)} pairs below {threshold_gbps:g} GB/s with this node to blame "
                       f"(median {median:.3f} GB/s)")
         else:
-            reason = f"{below} of {len(figures)} pairs below {threshold_gbps:g} GB/s"
-        verdicts.append(NodeVerdict(node, median, below, len(figures), failed, reason))
+            failing = sum(p.busbw_gbps < threshold_gbps for p in mine)
+            reason = f"{failing} of {len(mine)} pairs below {threshold_gbps:g} GB/s, {below} of them put on this node"
+        verdicts.append(NodeVerdict(node, median, below, len(mine), failed, reason))
     return verdicts

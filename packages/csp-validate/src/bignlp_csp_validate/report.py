@@ -44,8 +44,8 @@ def render_table(result: dict) -> str:
         out.append(f"# node pairs: {pw['op']} of {human_size(pw['size_bytes'])}")
         out.append(f"# {'pair':<35}{'time(us)':>12}{'busbw(GB/s)':>13}  result")
         for p in pw["pairs"]:
-            out.append(f"  {' - '.join(p['nodes']):<35}{p['time_us']:>12.1f}{p['busbw_gbps']:>13.3f}  "
-                       f"{'ok' if p['passed'] else 'BELOW THRESHOLD'}")
+            verdict = "ok" if p["passed"] else f"BELOW THRESHOLD, blamed: {', '.join(p['blamed'])}"
+            out.append(f"  {' - '.join(p['nodes']):<35}{p['time_us']:>12.1f}{p['busbw_gbps']:>13.3f}  {verdict}")
     for note in result["notes"]:
         out.append(f"# note: {note}")
     out.append("#")

@@ -24,7 +24,7 @@ from .bench import measure, pick_backend
 from .busbw import COLLECTIVES, human_size, message_sizes
 from .csp import get_csp
 from .diag import NOT_AVAILABLE, Diagnosis, diagnose
-from .pairwise import judge_nodes, round_robin
+from .pairwise import PairResult, blamed, judge_nodes, round_robin
 
 PAIR_OP = "all_reduce"  # the node-to-node figure the CSP thresholds are stated for
 
@@ -166,8 +166,8 @@ def _validate(opts, *, node_name, run_env, backend, device, slow) -> dict | None
     if opts.run_nccl and world > 1:
         for op in opts.ops:
             for size in sizes:
-                m = measure(op, size, ranks=list(range(world)), device=device, warmup=opts.warmup,
-                            iters=opts.iters, delay_s=delay_s)
+                m, _ = measure(op, size, ranks=list(range(world)), device=device, warmup=opts.warmup,
+                               iters=opts.iters, delay_s=delay_s)
                 sweep.append(m.to_dict())
                 progress.step(_units(size, calls), f"{op} {human_size(size)}: busbw {m.busbw_gbps:.3f} GB/s",
                               force=size == sizes[-1])
@@ -176,15 +176,18 @@ def _validate(opts, *, node_name, run_env, backend, device, slow) -> dict | None
 
     pairs = []
     for i, round_pairs in enumerate(rounds):
-        groups = [(pair, nodes[pair[0]] + nodes[pair[1]]) for pair in round_pairs]
+        groups = [(pair, sorted(nodes[pair[0]] + nodes[pair[1]])) for pair in round_pairs]
         handles = [dist.new_group(ranks) for _, ranks in groups]
         mine = None
         for (pair, ranks), group in zip(groups, handles):
             if rank in ranks:
-                m = measure(PAIR_OP, pair_bytes, group=group, ranks=ranks, device=device, warmup=opts.warmup,
-                            iters=opts.iters, delay_s=delay_s)
+                m, waits = measure(PAIR_OP, pair_bytes, group=group, ranks=ranks, device=device,
+                                   warmup=opts.warmup, iters=opts.iters, delay_s=delay_s, with_waits=True)
+                by_rank = dict(zip(ranks, waits))
+                # A node's wait is its least-waiting rank's: that rank is the one the others waited for.
+                wait_us = {n: min(by_rank[r] for r in nodes[n]) for n in pair}
                 if rank == ranks[0]:
-                    mine = {"nodes": list(pair), **m.to_dict()}
+                    mine = {"nodes": list(pair), **m.to_dict(), "wait_us": wait_us}
         found: list = [None] * world
         dist.all_gather_object(found, mine)
         pairs += [p for p in found if p is not None]
@@ -220,10 +223,11 @@ def _result(opts, *, nodes, backend, device, diagnostics, sweep, pairs, pair_byt
         notes.append(f"GPU diagnostics: {NOT_AVAILABLE} (no dcgmi or nvidia-smi on any node)")
     verdicts = []
     if opts.run_nccl and len(node_names) >= 2:
-        pair_bw = {tuple(p["nodes"]): p["busbw_gbps"] for p in pairs}
-        for p in pairs:
+        results = [PairResult(tuple(p["nodes"]), p["busbw_gbps"], p["wait_us"]) for p in pairs]
+        for p, r in zip(pairs, results):
             p["passed"] = p["busbw_gbps"] >= threshold
-        verdicts = judge_nodes(pair_bw, node_names, threshold)
+            p["blamed"] = sorted(blamed(r, threshold))
+        verdicts = judge_nodes(results, node_names, threshold)
         for v in verdicts:
             if v.failed:
                 entry = failed.setdefault(v.node, {"node": v.node, "reasons": [], "busbw_gbps": None})
