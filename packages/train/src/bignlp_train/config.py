@@ -120,6 +120,17 @@ class CheckpointCallbackParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WandbLoggerKwargs:
+    """Where W&B files the run (NeMo's ``exp_manager.wandb_logger_kwargs``)."""
+
+    project: str | None = None  # null: "bignlp"
+    name: str | None = None  # the run's display name; null: exp_manager.name
+    entity: str | None = None  # team or user; null: the API key's default
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExpManagerConfig:
     """Where a run writes, and whether it resumes."""
 
@@ -130,6 +141,11 @@ class ExpManagerConfig:
     resume_ignore_no_checkpoint: bool = True
     create_checkpoint_callback: bool = True
     checkpoint_callback_params: CheckpointCallbackParams = field(default_factory=CheckpointCallbackParams)
+    # Scalars (reduced_train_loss, val_loss, lr, ...) as TensorBoard events in the run dir; the seed's
+    # default is true, here false because tensorboard is an optional extra (bignlp-train[tensorboard]).
+    create_tensorboard_logger: bool = False
+    create_wandb_logger: bool = False  # the same scalars to Weights & Biases (bignlp-train[wandb])
+    wandb_logger_kwargs: WandbLoggerKwargs = field(default_factory=WandbLoggerKwargs)
 
     def run_dir(self) -> Path:
         """``explicit_log_dir``, else ``{exp_dir or results}/{name}``."""
@@ -245,7 +261,10 @@ class ModelConfig:
     micro_batch_size: int = 4
     global_batch_size: int = 8
     tensor_model_parallel_size: int = 1  # TP: each layer's matmuls split over this many ranks
-    pipeline_model_parallel_size: int = 1  # loads with any value; training refuses > 1 (not available yet)
+    pipeline_model_parallel_size: int = 1  # PP: consecutive layers on successive ranks, 1F1B schedule
+    # Interleaved 1F1B: each pipeline rank holds this many model chunks, layers assigned round-robin
+    # (Megatron's virtual pipeline); null or 1: one chunk per rank. Needs PP > 1.
+    virtual_pipeline_model_parallel_size: int | None = None
     sequence_parallel: bool = False  # with TP: LayerNorms and dropout split along the sequence
     # Activation recomputation (Megatron's keys): null: none; "full": whole blocks, chosen by method and
     # num_layers; "selective": only the attention core softmax(QKᵀ)V (large activations, few FLOPs).
@@ -309,7 +328,21 @@ class ModelConfig:
                 raise ConfigError(f"model.{key} must lie in [0, 1), got {getattr(self, key)}")
         if self.init_method_std <= 0:
             raise ConfigError(f"model.init_method_std must be positive, got {self.init_method_std}")
+        if self.virtual_pipeline_model_parallel_size is not None:
+            if self.virtual_pipeline_model_parallel_size < 1:
+                raise ConfigError("model.virtual_pipeline_model_parallel_size must be null or positive, got "
+                                  f"{self.virtual_pipeline_model_parallel_size}")
+            if self.virtual_pipeline_model_parallel_size > 1 and self.pipeline_model_parallel_size == 1:
+                raise ConfigError(
+                    f"model.virtual_pipeline_model_parallel_size={self.virtual_pipeline_model_parallel_size} "
+                    "needs model.pipeline_model_parallel_size > 1",
+                    hint="set model.virtual_pipeline_model_parallel_size=null, or raise the pipeline size")
         self._check_recompute()
+
+    @property
+    def virtual_pipeline_size(self) -> int:
+        """Model chunks per pipeline rank (``virtual_pipeline_model_parallel_size``, null: 1)."""
+        return self.virtual_pipeline_model_parallel_size or 1
 
     def _check_recompute(self) -> None:
         granularity, method, n = (self.activations_checkpoint_granularity, self.activations_checkpoint_method,
@@ -325,7 +358,7 @@ class ModelConfig:
         if method is None:
             raise ConfigError("model.activations_checkpoint_granularity=full needs model.activations_checkpoint_method",
                               hint="set model.activations_checkpoint_method=uniform or block")
-        layers_per_stage = self.num_layers // self.pipeline_model_parallel_size
+        layers_per_stage = self.num_layers // (self.pipeline_model_parallel_size * self.virtual_pipeline_size)
         minimum = 1 if method == "uniform" else 0
         if n is None or n < minimum:
             raise ConfigError(f"model.activations_checkpoint_num_layers={n} must be at least {minimum} "
@@ -355,7 +388,8 @@ def check_parallel_layout(model: ModelConfig, world_size: int) -> int:
     """Check the parallel layout against ``world_size`` processes; return the data-parallel size.
 
     A pure function of the config and the world size (seed section 5.7): world size = TP × PP × DP,
-    heads % TP, layers % PP, GBS % (MBS × DP). Training calls it before any process group exists,
+    heads % TP, layers % (PP × virtual), GBS % (MBS × DP), and with PP enough micro-batches to fill
+    the pipeline (at least PP; a multiple of PP when interleaved). Training calls it before any process group exists,
     so a bad layout costs one line, not a hang; the config tests call it for every shipped config.
     """
     tp, pp = model.tensor_model_parallel_size, model.pipeline_model_parallel_size
@@ -369,10 +403,16 @@ def check_parallel_layout(model: ModelConfig, world_size: int) -> int:
         raise ConfigError(
             f"model.num_attention_heads={model.num_attention_heads} is not divisible by "
             f"model.tensor_model_parallel_size={tp}", hint="each tensor-parallel rank computes whole attention heads")
+    virtual = model.virtual_pipeline_size
     if model.num_layers % pp:
         raise ConfigError(
             f"model.num_layers={model.num_layers} is not divisible by model.pipeline_model_parallel_size={pp}",
             hint="each pipeline stage holds the same number of layers")
+    if model.num_layers % (pp * virtual):
+        raise ConfigError(
+            f"model.num_layers={model.num_layers} is not divisible by model.pipeline_model_parallel_size={pp} × "
+            f"model.virtual_pipeline_model_parallel_size={virtual}",
+            hint="each model chunk holds the same number of layers")
     dp = world_size // (tp * pp)
     if model.global_batch_size % (model.micro_batch_size * dp):
         raise ConfigError(
@@ -381,17 +421,21 @@ def check_parallel_layout(model: ModelConfig, world_size: int) -> int:
             f"(GBS must be a multiple of MBS × num_gpus / (TP × PP) = {model.micro_batch_size * dp})",
             hint="keep GBS and pick a process count or micro-batch size that divides it",
         )
-    return dp
-
-
-def check_trainable(model: ModelConfig) -> None:
-    """What this version cannot train yet, refused when training starts (the config itself loads)."""
-    if model.pipeline_model_parallel_size != 1:
+    micro = model.global_batch_size // (model.micro_batch_size * dp)  # per pipeline, per step
+    if pp > 1 and micro < pp:
         raise ConfigError(
-            f"model.pipeline_model_parallel_size={model.pipeline_model_parallel_size}: "
-            "pipeline parallelism is not available yet",
-            hint="set model.pipeline_model_parallel_size=1 (use tensor or data parallelism)",
-        )
+            f"{micro} micro-batches per step (model.global_batch_size={model.global_batch_size} / "
+            f"(model.micro_batch_size={model.micro_batch_size} × data-parallel size {dp})) cannot fill "
+            f"{pp} pipeline stages (model.pipeline_model_parallel_size={pp})",
+            hint=f"raise model.global_batch_size to at least {pp * model.micro_batch_size * dp}")
+    if virtual > 1 and micro % pp:
+        raise ConfigError(
+            f"{micro} micro-batches per step (model.global_batch_size={model.global_batch_size} / "
+            f"(model.micro_batch_size={model.micro_batch_size} × data-parallel size {dp})) is not a multiple of "
+            f"model.pipeline_model_parallel_size={pp}, as the interleaved schedule "
+            f"(model.virtual_pipeline_model_parallel_size={virtual}) needs",
+            hint="pick a global batch size that gives a multiple of PP micro-batches")
+    return dp
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.utils.checkpoint
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
@@ -195,22 +196,35 @@ def build_parallel_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh 
 
 
 @torch.no_grad()
-def clip_grad_norm_(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
+def clip_grad_norm_(parameters: Iterable[nn.Parameter], max_norm: float, *,
+                    pipeline_group: dist.ProcessGroup | None = None,
+                    uncounted: Iterable[nn.Parameter] = ()) -> torch.Tensor:
     """Scale gradients so their global L2 norm is at most ``max_norm``; return the norm before.
 
     Sharded (DTensor) gradients contribute their full norm, replicated ones count once.
     Gradients are grouped by device mesh, since one model can mix plain tensors
-    (replicated embeddings), tensor-parallel and FSDP-sharded parameters.
+    (replicated embeddings), tensor-parallel and FSDP-sharded parameters. Under pipeline
+    parallelism each stage holds other parameters: the squared norms are summed over
+    ``pipeline_group``; ``uncounted`` (the last stage's copy of the tied embedding, whose
+    gradient equals the first stage's) is clipped but not counted twice.
     """
+    skip = {id(p) for p in uncounted}
     groups: dict[object, list[nn.Parameter]] = {}
     for p in parameters:
         if p.grad is not None:
             groups.setdefault(p.grad.device_mesh if isinstance(p.grad, DTensor) else None, []).append(p)
     norms = []
     for params in groups.values():
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        counted = [p.grad for p in params if id(p) not in skip]
+        if not counted:
+            continue
+        norm = torch.nn.utils.get_total_norm(counted)
         norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
     total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    if pipeline_group is not None:
+        squared = total.pow(2)
+        dist.all_reduce(squared, group=pipeline_group)
+        total = squared.sqrt()
     if math.isfinite(max_norm):
         for params in groups.values():
             torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)

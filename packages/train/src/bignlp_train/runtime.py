@@ -33,8 +33,11 @@ def pick_device(trainer: TrainerConfig, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(env: RunEnv, device: torch.device, tensor_parallel_size: int) -> DeviceMesh | None:
-    """Join the job's process group (NCCL on GPUs, gloo on CPUs); return the ("dp", "tp") mesh.
+def init_distributed(env: RunEnv, device: torch.device, tensor_parallel_size: int,
+                     pipeline_parallel_size: int = 1) -> DeviceMesh | None:
+    """Join the job's process group (NCCL on GPUs, gloo on CPUs); return the ("pp", "dp", "tp") mesh.
+
+    TP innermost (neighbouring ranks, the fastest links), PP outermost, as Megatron orders them.
 
     None for a single process: no group, no mesh, the plain model.
     """
@@ -43,8 +46,9 @@ def init_distributed(env: RunEnv, device: torch.device, tensor_parallel_size: in
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}", rank=env.rank,
                             world_size=env.world_size, device_id=device if device.type == "cuda" else None)
-    dp = env.world_size // tensor_parallel_size
-    return init_device_mesh(device.type, (dp, tensor_parallel_size), mesh_dim_names=("dp", "tp"))
+    dp = env.world_size // (tensor_parallel_size * pipeline_parallel_size)
+    return init_device_mesh(device.type, (pipeline_parallel_size, dp, tensor_parallel_size),
+                            mesh_dim_names=("pp", "dp", "tp"))
 
 
 def shutdown_distributed() -> None:

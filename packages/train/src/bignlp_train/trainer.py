@@ -39,7 +39,7 @@ from bignlp_contracts import (
 
 from .affinity import apply_numa_mapping
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .config import TrainConfig, check_parallel_layout, check_trainable
+from .config import TrainConfig, check_parallel_layout
 from .data import (
     BlendEntry,
     TokenizerInfo,
@@ -51,9 +51,11 @@ from .data import (
     micro_batches,
     resolve_blend,
 )
-from .model import GPT, GPTConfig, flops_per_token, lm_loss, num_parameters, padded_vocab_size
+from .loggers import attach_loggers
+from .model import GPT, GPTConfig, count_parameters, flops_per_token, lm_loss, num_parameters, padded_vocab_size
 from .optim import build_optimizer, lr_at, set_lr
 from .parallelize import Recompute, build_parallel_model, clip_grad_norm_
+from .pipeline import COPY_NAME, Pipeline, build_pipeline_model
 from .progress import Progress
 from .runtime import (
     StopSignals,
@@ -201,24 +203,46 @@ def _forward_loss(model: GPT, batch: dict, device: torch.device, precision: str,
     return lm_loss(logits, batch["labels"].to(device, non_blocking=True), batch["loss_mask"].to(device))
 
 
+def _whole_batch(mbs: list[dict], eod_id: int, reset_attention_mask: bool) -> dict:
+    """Micro-batches side by side, as one batch the pipeline schedule splits again (same order)."""
+    batch = {key: torch.cat([mb[key] for mb in mbs]) for key in ("tokens", "labels", "loss_mask", "position_ids")}
+    if reset_attention_mask:
+        batch["attention_mask"] = document_causal_mask(batch["tokens"], eod_id)
+    return batch
+
+
 def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: TrainConfig, device: torch.device,
-               eod_id: int, clip: float, dp: DataParallel = DataParallel()) -> tuple[float, float]:
+               eod_id: int, clip: float, dp: DataParallel = DataParallel(),
+               pipeline: Pipeline | None = None) -> tuple[float, float]:
     """One optimizer step: accumulate gradients over this rank's GBS/(MBS·DP) micro-batches, clip, update.
 
     Each micro-batch loss is a mean, scaled by 1/local count; FSDP averages the
     gradients over the DP ranks, so the step sees the mean over all GBS/MBS
-    micro-batches, as one process would. Returns that mean loss and the global
-    gradient norm before clipping. A NaN/inf loss or gradient norm skips the update
-    (every rank sees the same values, so all skip).
+    micro-batches, as one process would. Under FSDP only the last micro-batch's backward
+    reduce-scatters (the others accumulate locally: Megatron's no_sync). With a ``pipeline``
+    its schedule runs the micro-batches (1F1B) and the norm spans all stages. Returns the
+    mean loss and the global gradient norm before clipping. A NaN/inf loss or gradient norm
+    skips the update (every rank sees the same values, so all skip).
     """
     n = cfg.model.num_micro_batches // dp.size
-    loss_sum = torch.zeros((), device=device)
-    for _ in range(n):
-        loss = _forward_loss(model, next(batches), device, cfg.trainer.precision_name, eod_id,
-                             cfg.model.data.reset_attention_mask)
-        (loss / n).backward()
-        loss_sum += loss.detach()
-    grad_norm = clip_grad_norm_(model.parameters(), clip).item()  # global: the same on every rank
+    if pipeline is not None:
+        mbs = [next(batches) for _ in range(n)]
+        loss_sum = pipeline.train_step(_whole_batch(mbs, eod_id, cfg.model.data.reset_attention_mask),
+                                       autocast(device, cfg.trainer.precision_name))
+        copy = [p for name, p in model.named_parameters() if name == COPY_NAME]
+        grad_norm = clip_grad_norm_(model.parameters(), clip, pipeline_group=pipeline.pp_group,
+                                    uncounted=copy).item()
+    else:
+        sync = getattr(model, "set_requires_gradient_sync", None)  # an FSDP root: reduce on the last only
+        loss_sum = torch.zeros((), device=device)
+        for i in range(n):
+            if sync is not None:
+                sync(i == n - 1)
+            loss = _forward_loss(model, next(batches), device, cfg.trainer.precision_name, eod_id,
+                                 cfg.model.data.reset_attention_mask)
+            (loss / n).backward()
+            loss_sum += loss.detach()
+        grad_norm = clip_grad_norm_(model.parameters(), clip).item()  # global: the same on every rank
     mean_loss = dp.mean(loss_sum, n)
     if math.isfinite(mean_loss) and math.isfinite(grad_norm):  # else the caller stops the run: no update
         optimizer.step()
@@ -228,13 +252,20 @@ def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: Tr
 
 @torch.no_grad()
 def evaluate(model: GPT, dataset, *, num_batches: int, cfg: TrainConfig, device: torch.device,
-             eod_id: int, dp: DataParallel = DataParallel()) -> float:
+             eod_id: int, dp: DataParallel = DataParallel(), pipeline: Pipeline | None = None) -> float:
     """Mean loss over the first ``num_batches`` global batches of ``dataset`` (always the same ones)."""
     model.eval()
     total, count = torch.zeros((), device=device), 0
-    for mb in micro_batches(dataset, start=0, num_samples=num_batches * cfg.model.global_batch_size,
-                            micro_batch_size=cfg.model.micro_batch_size, num_workers=cfg.model.data.num_workers,
-                            seed=cfg.model.seed, data_parallel_rank=dp.rank, data_parallel_size=dp.size):
+    mbs = micro_batches(dataset, start=0, num_samples=num_batches * cfg.model.global_batch_size,
+                        micro_batch_size=cfg.model.micro_batch_size, num_workers=cfg.model.data.num_workers,
+                        seed=cfg.model.seed, data_parallel_rank=dp.rank, data_parallel_size=dp.size)
+    if pipeline is not None:  # one global batch per schedule run
+        n = cfg.model.num_micro_batches // dp.size
+        for _ in range(num_batches):
+            batch = _whole_batch([next(mbs) for _ in range(n)], eod_id, cfg.model.data.reset_attention_mask)
+            total += pipeline.eval_sum(batch, autocast(device, cfg.trainer.precision_name))
+            count += n
+    for mb in mbs if pipeline is None else ():
         total += _forward_loss(model, mb, device, cfg.trainer.precision_name, eod_id,
                                cfg.model.data.reset_attention_mask)
         count += 1
@@ -244,7 +275,6 @@ def evaluate(model: GPT, dataset, *, num_batches: int, cfg: TrainConfig, device:
 
 def plan_run(cfg: TrainConfig, world_size: int = 1) -> RunPlan:
     """Every check that needs neither a process group nor a model: layout, data, vocabulary, resume."""
-    check_trainable(cfg.model)
     dp_size = check_parallel_layout(cfg.model, world_size)
     entries = resolve_blend(cfg.model)
     check_splits(cfg, entries)
@@ -275,7 +305,7 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     apply_numa_mapping(cfg.numa_mapping, local_rank=env.local_rank, local_world_size=env.local_world_size,
                        gpu=device.type == "cuda", log=log)  # pin before any heavy work
     check_precision(device, cfg.trainer.precision_name)
-    mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size)
+    mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size, cfg.model.pipeline_model_parallel_size)
     try:
         dp = DataParallel()
         if mesh is not None and mesh["dp"].size() > 1:
@@ -296,10 +326,17 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     if rank == 0:
         save_config(cfg, run_dir / "config.yaml")
     seed_everything(cfg.model.seed)
-    model = build_parallel_model(arch, device, mesh, sequence_parallel=cfg.model.sequence_parallel,
-                                 recompute=recompute_of(cfg))
+    pipeline = None
+    if cfg.model.pipeline_model_parallel_size > 1:
+        model = build_pipeline_model(arch, device, mesh, virtual=cfg.model.virtual_pipeline_size,
+                                     sequence_parallel=cfg.model.sequence_parallel, recompute=recompute_of(cfg))
+        pipeline = Pipeline(model, mesh, device, cfg.model.num_micro_batches // dp.size)
+        n_params = count_parameters(arch)  # this rank holds a part
+    else:
+        model = build_parallel_model(arch, device, mesh, sequence_parallel=cfg.model.sequence_parallel,
+                                     recompute=recompute_of(cfg))
+        n_params = num_parameters(model)
     optimizer = build_optimizer(model, cfg, device)
-    n_params = num_parameters(model)
     cache_dir = Path(cfg.model.data.index_mapping_dir or run_dir / "index_cache")
     train_ds, valid_ds, test_ds = build_datasets(cfg, entries, tokenizer, cache_dir)
     inputs = [input_record(a) for a in dict.fromkeys(e.ref.artifact_dir for e in entries)]
@@ -310,8 +347,11 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
         log(f"resumed from {resume_from} (step {state.step}, {state.consumed_samples} samples consumed)")
     model.train()
     m, trainer = cfg.model, cfg.trainer
+    pp_text = "" if pipeline is None else f", PP {m.pipeline_model_parallel_size}" + (
+        f" × {m.virtual_pipeline_size} chunks (interleaved 1F1B)" if m.virtual_pipeline_size > 1 else " (1F1B)")
     layout = "" if mesh is None else (f" × {mesh.size()} processes (DP {dp.size}, TP "
-                                      f"{m.tensor_model_parallel_size}{', SP' if m.sequence_parallel else ''})")
+                                      f"{m.tensor_model_parallel_size}{', SP' if m.sequence_parallel else ''}"
+                                      f"{pp_text})")
     log(f"model: {n_params:,} parameters, {arch.num_layers} layers, hidden {arch.hidden_size}, "
         f"vocab {arch.vocab_size} | device {device}{layout}, precision {precision} | run dir {run_dir}")
     progress = Progress(run_dir, max_steps=trainer.max_steps, tokens_per_step=m.global_batch_size * m.seq_length,
@@ -319,9 +359,11 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
                         num_devices=1 if mesh is None else mesh.size(), peak_tflops=peak_tflops(device_name(device)))
     if resume_from is not None:
         progress.forget_after(state.step)
+    attach_loggers(progress, cfg, run_dir, enabled=progress.enabled,  # TensorBoard / W&B beside metrics.jsonl
+                   resume_step=None if resume_from is None else state.step)
     do_val = valid_ds is not None and trainer.limit_val_batches > 0
     validate = lambda: evaluate(model, valid_ds, num_batches=trainer.limit_val_batches, cfg=cfg, device=device,
-                                eod_id=tokenizer.eod_id, dp=dp)
+                                eod_id=tokenizer.eod_id, dp=dp, pipeline=pipeline)
 
     initial_val = final_val = None
     if resume_from is None and do_val:
@@ -344,7 +386,7 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
             lr = lr_at(state.step, cfg)
             set_lr(optimizer, lr)
             train_loss, grad_norm = train_step(model, optimizer, batches, cfg=cfg, device=device,
-                                               eod_id=tokenizer.eod_id, clip=clip, dp=dp)
+                                               eod_id=tokenizer.eod_id, clip=clip, dp=dp, pipeline=pipeline)
             if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
                 progress.record("diverged", step=state.step + 1, loss=train_loss, grad_norm=grad_norm, lr=lr)
                 raise _diverged(state.step + 1, train_loss, grad_norm, lr, latest, precision)
@@ -384,7 +426,7 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     test_loss = None
     if test_ds is not None and trainer.limit_test_batches > 0 and not stopped_by_time and signalled is None:
         test_loss = evaluate(model, test_ds, num_batches=trainer.limit_test_batches, cfg=cfg, device=device,
-                             eod_id=tokenizer.eod_id, dp=dp)
+                             eod_id=tokenizer.eod_id, dp=dp, pipeline=pipeline)
         progress.validation(state.step, test_loss, split="test")
     return TrainResult(
         run_dir=run_dir, step=state.step, max_steps=trainer.max_steps, initial_val_loss=initial_val,
