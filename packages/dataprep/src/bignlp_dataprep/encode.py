@@ -5,7 +5,8 @@ function encodes it everywhere, and results are consumed in input order, so the
 output is byte-identical for any number of workers. Workers parse the JSON too:
 they get the file name and first line number with the bytes, so their errors
 still say ``FILE:LINE``. This module does not import numpy (plain ``array``
-does the packing), which keeps a worker's start-up short.
+does the packing), which keeps a worker's start-up short; only a tokenizer that returns
+numpy arrays (``encode_batch_flat``: SentencePiece) is packed with numpy.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import array
 import json
 import multiprocessing
+import os
 import re
 import signal
 import sys
@@ -32,8 +34,8 @@ class EncodedKey:
     """One JSON key's part of a batch, ready for ``IndexedDatasetWriter.add_documents``."""
 
     tokens: bytes  # little-endian, in the .bin dtype
-    sequence_lengths: array.array  # int32, one per non-empty sentence
-    doc_num_sequences: array.array  # int64, one per document
+    sequence_lengths: array.array  # int32, one per non-empty sentence (or an int32 numpy array)
+    doc_num_sequences: array.array  # int64, one per document (or an int64 numpy array)
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,11 @@ def encode_batch(batch: LineBatch, tokenizer: Tokenizer, options: EncodeOptions)
     num_documents, sentences, counts, skipped = _sentences(batch, options.json_keys, options.on_error == "skip")
     eod = tokenizer.eod_id
     out = {}
+    encode_flat = getattr(tokenizer, "encode_batch_flat", None)
     for key in options.json_keys:
+        if encode_flat is not None:
+            out[key] = _assemble_flat(*encode_flat(sentences[key]), counts[key], options, eod)
+            continue
         ids = tokenizer.encode_batch(sentences[key])
         flat: list[int] = []
         lengths: list[int] = []
@@ -175,6 +181,31 @@ def encode_batch(batch: LineBatch, tokenizer: Tokenizer, options: EncodeOptions)
     return EncodedBatch(num_documents, len(batch.data), batch.raw_bytes, out, skipped)
 
 
+def _assemble_flat(flat, lengths, counts: list[int], options: EncodeOptions, eod: int) -> EncodedKey:
+    """``encode_batch``'s per-document rules, vectorized, for a tokenizer that returns flat arrays.
+
+    ``flat`` holds every sentence's ids concatenated (an integer numpy array), ``lengths`` the
+    number of ids of each sentence and ``counts`` the number of sentences of each document.
+    No Python object per token is made, which is most of the cost for a small vocabulary.
+    """
+    import numpy as np
+
+    lengths = np.asarray(lengths, dtype=np.int64)
+    per_doc = np.asarray(counts, dtype=np.int64)
+    doc_of = np.repeat(np.arange(len(per_doc)), per_doc)
+    nonempty = lengths > 0
+    doc_num_sequences = np.bincount(doc_of[nonempty], minlength=len(per_doc)).astype(np.int64)
+    sequence_lengths = lengths[nonempty].astype(np.int32)
+    tokens = np.asarray(flat)
+    if options.append_eod and len(sequence_lengths):
+        has = doc_num_sequences > 0
+        sequence_lengths[np.cumsum(doc_num_sequences)[has] - 1] += 1
+        ends = np.cumsum(lengths)[np.cumsum(per_doc)[has] - 1]  # offset after each non-empty document
+        tokens = np.insert(tokens, ends, eod)
+    dtype = "<u2" if options.typecode == "H" else "<i4"
+    return EncodedKey(tokens.astype(dtype).tobytes(), sequence_lengths, doc_num_sequences)
+
+
 def _little_endian(values: array.array) -> bytes:
     if sys.byteorder == "big":
         values.byteswap()
@@ -185,10 +216,19 @@ def _little_endian(values: array.array) -> bytes:
 _WORKER: tuple[Tokenizer, EncodeOptions] | None = None
 
 
+# One library thread per worker process, so N workers keep N cores busy (not N x cores threads):
+# Hugging Face tokenizers (Rust, rayon) reads these before its first batch; SentencePiece takes a
+# num_threads argument (set_num_threads); our GPT-2 BPE (tiktoken) encodes on the calling thread.
+SINGLE_THREAD_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
 def _init_worker(tokenizer: Tokenizer, options: EncodeOptions) -> None:
     global _WORKER
     # Ctrl-C is the parent's to handle (it stops the pool); workers would only print tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(SINGLE_THREAD_ENV)
+    if hasattr(tokenizer, "set_num_threads"):
+        tokenizer.set_num_threads(1)
     _WORKER = (tokenizer, options)
 
 

@@ -50,6 +50,10 @@ class SentencePieceTokenizer:
                 raise InputError(f"tokenizer model {self.model_file}: has no EOS id and no </s> piece for end of "
                                  "document", hint="train it with an eos_id (e.g. --eos-id 3)")
         self.eod_id = eos
+        try:
+            self._numpy_out = len(self._sp.encode(["a"], out_type="numpy")) == 1
+        except (ValueError, TypeError):  # sentencepiece < 0.2.1: no numpy output
+            self._numpy_out = False
 
     def __getstate__(self) -> dict:
         return {"model_file": self.model_file, "num_threads": self.num_threads, "proto": self._proto}
@@ -61,6 +65,27 @@ class SentencePieceTokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """``encode_as_ids`` of every text (Megatron's ``GPTSentencePieceTokenizer.tokenize``)."""
         return self._sp.encode(list(texts), num_threads=self.num_threads)
+
+    def encode_batch_flat(self, texts: Sequence[str]):
+        """The same ids as ``encode_batch``, as (every id concatenated, ids per text): numpy arrays.
+
+        SentencePiece ≥ 0.2.1 returns int32 buffers (``out_type="numpy"``), so no Python int
+        is made per token; older versions go through lists.
+        """
+        import numpy as np
+
+        texts = list(texts)
+        if self._numpy_out:
+            arrays = self._sp.encode(texts, num_threads=self.num_threads, out_type="numpy")
+        else:
+            arrays = [np.asarray(ids, dtype=np.int32) for ids in self.encode_batch(texts)]
+        lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+        flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)
+        return flat, lengths
+
+    def set_num_threads(self, num_threads: int) -> None:
+        """Threads the library encodes a batch on (1 in each worker process of a pool)."""
+        self.num_threads = max(1, num_threads)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``."""
