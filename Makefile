@@ -54,6 +54,8 @@ lint: setup ## ruff over every package and the tests
 
 bench: setup ## throughput benchmarks, printed as ratios against baselines measured in the same run
 	$(BIN)/python tests/bench/bench_dataprep.py
+	$(BIN)/python -m pip install -q -e "packages/train[bench]"
+	$(BIN)/python tests/bench/bench_train.py
 
 dist: setup ## one wheel per package into dist/
 	@rm -rf dist
