@@ -1,12 +1,18 @@
-"""Benchmark: bignlp-dataprep preprocess end to end vs each raw tokenizer library, same run, same text.
+"""Benchmark: bignlp-dataprep preprocess end to end vs each raw tokenizer library, same run, same text; peak memory.
 
-For GPT-2 BPE (baseline: tiktoken's own batch encoder; FACTS.md: 15.7 MB/s on 2 threads,
-Megatron-LM's preprocess_data.py 2.8 MB/s; target ratio ≥ 0.8), BERT WordPiece (baseline:
-HF tokenizers' encode_batch) and SentencePiece (baseline: SentencePieceProcessor.encode
-with threads). Prints MB/s for both and the ratio ours/raw. The input is the shipped demo
+Throughput, for GPT-2 BPE (baseline: tiktoken's own batch encoder; FACTS.md: 15.7 MB/s on 2
+threads, Megatron-LM's preprocess_data.py 2.8 MB/s; target ratio >= 0.8), BERT WordPiece
+(baseline: HF tokenizers' encode_batch), SentencePiece (baseline: SentencePieceProcessor.encode
+with threads) and a Hugging Face tokenizer.json (GPT-2 saved by HF tokenizers; baseline:
+Tokenizer.encode_batch): MB/s of both and the ratio ours/raw. The input is the shipped demo
 corpus repeated to BENCH_MB megabytes (default 30) of uncompressed JSONL.
 
-    python tests/bench/bench_dataprep.py [--mb 30] [--workers 2] [--only gpt2-bpe]
+Memory (target: peak RSS under 1 GB for a 2 GB input, flat in input size): GPT-2 BPE with
+--workers over inputs of 0.2 GB and BENCH_MEMORY_GB (default 2) made from the same corpus in a
+temporary directory; the peak RSS (VmHWM) of the main process and of each worker, polled from
+/proc, and their sum (an upper bound of what they held at once) against the target.
+
+    python tests/bench/bench_dataprep.py [--mb 30] [--workers 2] [--only gpt2-bpe] [--memory-gb 2]
 """
 
 from __future__ import annotations
@@ -62,10 +68,14 @@ def make_input(path: Path, mb: float) -> list[str]:
 SPM_MODEL = REPO / "packages" / "dataprep" / "tests" / "data" / "botchan_en_unigram_1000.model"
 
 
-def baselines(workers: int) -> dict:
+def baselines(workers: int, tmp: Path) -> dict:
     """Per tokenizer: (raw encode function over a list of texts, our CLI's tokenizer options)."""
     import sentencepiece
-    from tokenizers import BertWordPieceTokenizer
+    from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer, Tokenizer
+
+    hf_file = tmp / "tokenizer.json"  # GPT-2 as a tokenizer.json, the way HF tokenizers saves it
+    ByteLevelBPETokenizer(str(DATA / "gpt2" / "vocab.json"), str(DATA / "gpt2" / "merges.txt")).save(str(hf_file))
+    hf = Tokenizer.from_file(str(hf_file))
 
     gpt2 = raw_encoder()
     bert = BertWordPieceTokenizer(str(DATA / "bert" / "vocab.txt"), lowercase=True)
@@ -78,6 +88,8 @@ def baselines(workers: int) -> dict:
                            ["--vocab-file", str(DATA / "bert" / "vocab.txt")]),
         "sentencepiece": (lambda t: spm.encode(t, num_threads=workers),
                           ["--tokenizer-model", str(SPM_MODEL)]),
+        "huggingface": (lambda t: hf.encode_batch(t, add_special_tokens=False),
+                        ["--tokenizer-file", str(hf_file)]),
     }
 
 
@@ -85,7 +97,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=float(os.environ.get("BENCH_MB", 30)))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--only", choices=["gpt2-bpe", "bert-wordpiece", "sentencepiece"])
+    ap.add_argument("--only", choices=["gpt2-bpe", "bert-wordpiece", "sentencepiece", "huggingface", "memory"])
+    ap.add_argument("--memory-gb", type=float, default=float(os.environ.get("BENCH_MEMORY_GB", 2)),
+                    help="input size of the memory run (0: skip it)")
     args = ap.parse_args()
     tool = shutil.which("bignlp-dataprep", path=str(Path(sys.executable).parent)) or shutil.which("bignlp-dataprep")
     if tool is None:
@@ -96,7 +110,7 @@ def main() -> None:
         texts = make_input(inp, args.mb)
         size_mb = inp.stat().st_size / 1e6
         print(f"input: {size_mb:.1f} MB of English JSONL, {args.workers} workers/threads")
-        for name, (encode, options) in baselines(args.workers).items():
+        for name, (encode, options) in baselines(args.workers, tmp).items():
             if args.only and name != args.only:
                 continue
             t0 = time.perf_counter()
@@ -111,9 +125,90 @@ def main() -> None:
             shutil.rmtree(tmp / name, ignore_errors=True)
             target = " (target >= 0.80)" if name == "gpt2-bpe" else ""
             print(f"{name:15s} raw library {raw:7.2f} MB/s | bignlp-dataprep end to end {ours:7.2f} MB/s | "
-                  f"ratio {ours / raw:.2f}{target}")
+                  f"ratio {ours / raw:.2f}{target}", flush=True)
+        inp.unlink()
+        del texts
+        if args.memory_gb > 0 and args.only in (None, "memory"):
+            for gb in sorted({min(0.2, args.memory_gb), args.memory_gb}):
+                memory_run(tool, tmp, gb, args.workers)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_corpus(path: Path, gb: float) -> int:
+    """The demo corpus repeated to ``gb`` GB of JSONL (streamed to disk); returns its size in bytes."""
+    with gzip.open(DATA / "corpus" / "demo-en.jsonl.gz", "rb") as f:
+        block = f.read()
+    size = 0
+    with open(path, "wb") as out:
+        while size < gb * 1e9:
+            out.write(block)
+            size += len(block)
+    return size
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    """VmHWM (the process's own peak resident set) in MB, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def memory_run(tool: str, tmp: Path, gb: float, workers: int) -> None:
+    """Peak RSS of `preprocess` (main process and each worker) over a ``gb`` GB input, against 1 GB."""
+    if sys.platform != "linux":
+        print("memory: needs /proc (Linux); skipped")
+        return
+    inp = tmp / f"memory-{gb}.jsonl"
+    size = write_corpus(inp, gb)
+    cmd = [tool, "preprocess", "--input", str(inp), "--output-prefix", str(tmp / "memory" / "bench"),
+           "--vocab-file", str(DATA / "gpt2" / "vocab.json"), "--merges-file", str(DATA / "gpt2" / "merges.txt"),
+           "--append-eod", "--workers", str(workers)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peaks: dict[int, float] = {}
+    while proc.poll() is None:
+        for pid in _descendants(proc.pid):
+            rss = _peak_rss_mb(pid)
+            if rss is not None:
+                peaks[pid] = max(peaks.get(pid, 0.0), rss)
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"memory run failed: {' '.join(cmd)} exited {proc.returncode}")
+    main_peak = peaks.pop(proc.pid, 0.0)
+    workers_peak = sorted(peaks.values(), reverse=True)
+    total = main_peak + sum(workers_peak)
+    verdict = "OK" if total < 1024 else "OVER"
+    print(f"memory {size / 1e9:5.2f} GB input ({size / 1e6 / elapsed:.1f} MB/s): peak RSS main {main_peak:.0f} MB, "
+          f"children (workers, resource tracker) {', '.join(f'{w:.0f}' for w in workers_peak) or '-'} MB, "
+          f"sum {total:.0f} MB "
+          f"(target < 1024 MB: {verdict})", flush=True)
+    inp.unlink()
+    shutil.rmtree(tmp / "memory", ignore_errors=True)
 
 
 if __name__ == "__main__":
