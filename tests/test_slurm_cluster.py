@@ -48,7 +48,10 @@ def test_dataprep_template_produces_dataset(slurm_env: dict[str, str], tmp_path:
     fields = job_fields(slurm_env, job)
     log = (tmp_path / f"dataprep-{job}.out").read_text()
     assert fields["JobState"] == "COMPLETED", f"{fields['JobState']} {fields['ExitCode']}\n{log}"
-    read_manifest(out_dir, "megatron-dataset")
+    manifest = read_manifest(out_dir, "megatron-dataset")
+    # The manifest names the Slurm job that wrote it (the real id, and the node it ran on).
+    assert manifest.producer.slurm == {"job_id": job, "array_job_id": None, "array_task_id": None,
+                                       "nodelist": fields["NodeList"]}, manifest.producer
 
 
 def test_failed_parent_cancels_afterok_child(slurm_env: dict[str, str], tmp_path: Path):

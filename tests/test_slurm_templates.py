@@ -55,3 +55,190 @@ def test_missing_required_parameter_is_one_clear_line(template: Path, tmp_path: 
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "set " in lines[0], out.stderr
+
+
+# --- what the templates and pipeline.sh hand to srun / sbatch, through stand-ins on PATH ----------
+# Pyxis is not installed here (sbatch rejects --container-image), so the container flags are checked
+# on the exact srun command line each template builds; the local-cluster tests run them without.
+
+STANDIN = r"""#!/bin/bash
+# Stand-in for {name}: record argv (NUL-separated) and the environment, answer like Slurm would.
+n=$(ls "$RECORD" | grep -c "^{name}\..*\.argv$")
+printf '%s\0' "$@" >"$RECORD/{name}.$n.argv"
+env -0 >"$RECORD/{name}.$n.env"
+case "{name}" in
+  scontrol)
+    if [[ "$1 $2" == "show hostnames" ]]; then echo gpu07; echo gpu08; fi
+    if [[ "$1 $2 $3" == "-o show node" ]]; then
+      echo "NodeName=$4 Arch=x86_64 NodeAddr=10.1.2.3 NodeHostName=$4-host"
+    fi ;;
+  sbatch)
+    if [[ -n ${{SBATCH_FAIL_CALL:-}} && $n -eq $SBATCH_FAIL_CALL ]]; then
+      echo "sbatch: error: Batch job submission failed: Invalid account" >&2
+      exit 1
+    fi
+    echo "$((101 + n));cluster" ;;
+  srun) exit "${{SRUN_RC:-0}}" ;;
+esac
+"""
+
+
+def _standins(tmp_path: Path) -> tuple[Path, Path]:
+    bin_dir, record = tmp_path / "bin", tmp_path / "record"
+    bin_dir.mkdir()
+    record.mkdir()
+    for name in ("srun", "scontrol", "sbatch", "scancel"):
+        path = bin_dir / name
+        path.write_text(STANDIN.format(name=name))
+        path.chmod(0o755)
+    return bin_dir, record
+
+
+def _calls(record: Path, name: str) -> list[tuple[list[str], dict[str, str]]]:
+    out = []
+    for n in range(len(list(record.glob(f"{name}.*.argv")))):
+        argv = (record / f"{name}.{n}.argv").read_text().split("\0")[:-1]
+        env = dict(item.split("=", 1) for item in (record / f"{name}.{n}.env").read_text().split("\0") if "=" in item)
+        out.append((argv, env))
+    return out
+
+
+def _run_template(name: str, tmp_path: Path, **env: str):
+    bin_dir, record = _standins(tmp_path)
+    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), **env}
+    out = run(["bash", str(REPO / "slurm-templates" / name)], cwd=tmp_path, env=full)
+    return out, record
+
+
+def _template_env(name: str, tmp_path: Path) -> tuple[dict[str, str], str]:
+    """Required parameters of each srun template, and the directory it writes (always mounted)."""
+    out = str(tmp_path / "out")
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_CPUS_PER_TASK": "3"}
+    if name == "dataprep.sbatch":
+        return {**slurm, "INPUT": "/raw/a.jsonl", "OUTPUT_PREFIX": f"{out}/demo", "VOCAB_FILE": "/v.json",
+                "MERGES_FILE": "/m.txt"}, out
+    if name == "train.sbatch":
+        return {**slurm, "CONFIG": "gpt3/tiny-cpu", "DATA_PREFIX": "/data/d", "RESULTS_DIR": out}, out
+    array = {"SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+    return {**slurm, **array, "CONFIG": "generic/custom_dataset", "DATA_DIR": out}, out
+
+
+SRUN_TEMPLATES = ["dataprep.sbatch", "dataprep-array.sbatch", "dataprep-finalize.sbatch", "train.sbatch"]
+
+
+@pytest.mark.parametrize("name", SRUN_TEMPLATES)
+def test_container_flags_follow_the_seeds_mount_rule(name: str, tmp_path: Path):
+    env, out_dir = _template_env(name, tmp_path)
+    # src:dst kept, a plain path mounted at the same path, duplicates once; the output dir always.
+    out, record = _run_template(name, tmp_path, **env, CONTAINER_IMAGE="nvcr.io/ea-bignlp/bignlp-training:22.06",
+                                CONTAINER_MOUNTS=f"/lustre/raw,/opt/microsoft:/opt/ms:ro,/lustre/raw,{out_dir}")
+    assert out.returncode == 0, out.stderr
+    [(argv, _)] = _calls(record, "srun")
+    tool = next(i for i, a in enumerate(argv) if a.startswith("bignlp-"))
+    assert argv[:tool].count("--container-image=nvcr.io/ea-bignlp/bignlp-training:22.06") == 1
+    assert f"--container-mounts={out_dir}:{out_dir},/lustre/raw:/lustre/raw,/opt/microsoft:/opt/ms:ro" in argv[:tool]
+    assert "--cpus-per-task=3" in argv[:tool]
+
+
+@pytest.mark.parametrize("name", SRUN_TEMPLATES)
+def test_no_container_flags_unless_an_image_is_set(name: str, tmp_path: Path):
+    env, _ = _template_env(name, tmp_path)
+    out, record = _run_template(name, tmp_path, **env)
+    assert out.returncode == 0, out.stderr
+    [(argv, _)] = _calls(record, "srun")
+    assert not [a for a in argv if a.startswith("--container")], argv
+
+
+@pytest.mark.parametrize("name", SRUN_TEMPLATES)
+def test_mounts_without_image_is_one_clear_line(name: str, tmp_path: Path):
+    env, _ = _template_env(name, tmp_path)
+    out, record = _run_template(name, tmp_path, **env, CONTAINER_MOUNTS="/lustre/raw")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"{name}: CONTAINER_MOUNTS is set but CONTAINER_IMAGE is not: set CONTAINER_IMAGE to the image to run "
+        "in, or unset CONTAINER_MOUNTS"]
+    assert not _calls(record, "srun")
+
+
+def test_train_tasks_meet_at_the_first_nodes_address(tmp_path: Path):
+    env, _ = _template_env("train.sbatch", tmp_path)
+    out, record = _run_template("train.sbatch", tmp_path, **env, OVERRIDES="trainer.max_steps=5")
+    assert out.returncode == 0, out.stderr
+    [(argv, srun_env)] = _calls(record, "srun")
+    # The first host of gpu[07-08], by its NodeAddr (scontrol show node), not by its name.
+    assert (srun_env["MASTER_ADDR"], srun_env["MASTER_PORT"]) == ("10.1.2.3", str(15000 + 4242))
+    assert srun_env["OMP_NUM_THREADS"] == "3"
+    assert argv[:2] == ["--kill-on-bad-exit=1", "--cpus-per-task=3"]
+    assert argv[2:] == ["bignlp-train", "pretrain", "--config", "gpt3/tiny-cpu", "model.data.data_prefix=[1.0,/data/d]",
+                        f"exp_manager.explicit_log_dir={tmp_path / 'out'}", "exp_manager.resume_if_exists=true",
+                        "trainer.max_steps=5"]
+    head = (REPO / "slurm-templates" / "train.sbatch").read_text()
+    assert "#SBATCH --dependency=singleton" in head and "#SBATCH --signal=USR1@120" in head
+
+
+@pytest.mark.parametrize("name, job", [("train.sbatch", "4242"), ("dataprep-array.sbatch", "4240_1"),
+                                       ("dataprep-finalize.sbatch", "4242"), ("dataprep.sbatch", "4242")])
+def test_exit_75_requeues_the_job(name: str, job: str, tmp_path: Path):
+    env, _ = _template_env(name, tmp_path)
+    out, record = _run_template(name, tmp_path, **env, SRUN_RC="75")
+    assert out.returncode == 75
+    assert [argv for argv, _ in _calls(record, "scontrol") if argv[0] == "requeue"] == [["requeue", job]]
+
+
+def _pipeline(tmp_path: Path, args: tuple[str, ...] = ("--no-watch",), **env: str):
+    bin_dir, record = _standins(tmp_path)
+    params = {"DATA_CONFIG": "generic/custom_dataset", "DATA_DIR": "/data/mine", "NUM_SHARDS": "3",
+              "TRAIN_CONFIG": "gpt3/tiny-cpu", "RESULTS_DIR": "/results/run1", "LOG_DIR": str(tmp_path / "logs")}
+    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), **params, **env}
+    out = run(["bash", str(REPO / "slurm-templates" / "pipeline.sh"), *args], cwd=tmp_path, env=full)
+    return out, record
+
+
+def test_pipeline_chains_array_finalize_train(tmp_path: Path):
+    overrides = "raw_dataset_files=[/raw/a.jsonl,/raw/b.jsonl,/raw/c.jsonl] vocab_file=/bpe/vocab.json"
+    out, record = _pipeline(tmp_path, DATA_OVERRIDES=overrides, TRAIN_OVERRIDES="trainer.max_steps=9",
+                            TRAIN_NODES="2", TRAIN_GPUS_PER_NODE="8", DATAPREP_CPUS="1",
+                            SBATCH_ARGS="--partition=batch --account=proj")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["dataprep=101", "finalize=102", "train=103"]
+    (array, array_env), (final, final_env), (train, train_env) = _calls(record, "sbatch")
+    templates = REPO / "slurm-templates"
+    common = ["--parsable", "--kill-on-invalid-dep=yes", "--partition=batch", "--account=proj"]
+    assert array == [*common, "--array=0-2", f"--output={tmp_path}/logs/bignlp-dataprep-%A_%a.out",
+                     "--cpus-per-task=1", str(templates / "dataprep-array.sbatch")]
+    assert final == [*common, "--dependency=afterok:101", f"--output={tmp_path}/logs/bignlp-dataprep-finalize-%j.out",
+                     str(templates / "dataprep-finalize.sbatch")]
+    assert train == [*common, "--dependency=afterok:102,singleton", "--job-name=bignlp-train:run1", "--nodes=2",
+                     "--ntasks-per-node=8", "--gpus-per-node=8", f"--output={tmp_path}/logs/bignlp-train-%j.out",
+                     str(templates / "train.sbatch")]
+    # Parameters travel in the environment, commas intact (sbatch --export=VAR=a,b would split them).
+    for env in (array_env, final_env):
+        assert (env["CONFIG"], env["DATA_DIR"], env["OVERRIDES"]) == ("generic/custom_dataset", "/data/mine", overrides)
+    assert (train_env["CONFIG"], train_env["DATA_PREFIX"], train_env["RESULTS_DIR"], train_env["OVERRIDES"]) == (
+        "gpt3/tiny-cpu", "/data/mine", "/results/run1", "trainer.max_steps=9")
+
+
+def test_pipeline_refused_job_cancels_what_it_submitted(tmp_path: Path):
+    out, record = _pipeline(tmp_path, SBATCH_FAIL_CALL="2")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "pipeline.sh: sbatch refused the train job: sbatch: error: Batch job submission failed: Invalid account "
+        "(cancelled jobs 101 102 submitted before it)"]
+    assert [argv for argv, _ in _calls(record, "scancel")] == [["101", "102"]]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"NUM_SHARDS": ""},
+     "pipeline.sh: set NUM_SHARDS to the number of dataprep array tasks (one share of the files each)"),
+    ({"NUM_SHARDS": "two"}, "pipeline.sh: NUM_SHARDS='two' is not a positive integer"),
+    ({"TRAIN_CPUS": "0"}, "pipeline.sh: TRAIN_CPUS='0' is not a positive integer"),
+])
+def test_pipeline_bad_parameter_is_one_line(tmp_path: Path, env: dict[str, str], message: str):
+    out, record = _pipeline(tmp_path, **env)
+    assert (out.returncode, out.stderr.strip().splitlines()) == (2, [message])
+    assert not _calls(record, "sbatch")
+
+
+def test_pipeline_unknown_flag_is_one_line(tmp_path: Path):
+    out, _ = _pipeline(tmp_path, args=("--nodes=2",))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "--nodes=2" in out.stderr

@@ -1,0 +1,282 @@
+#!/bin/bash
+# Submit a whole pipeline to Slurm and watch it: a dataprep array (one shard per task) -> finalize
+# -> training, chained with sbatch --parsable and --dependency=afterok. When a stage fails, its
+# dependents are cancelled (scancel, on top of --kill-on-invalid-dep=yes) and the failed stage, array
+# task, exit code and log are named.
+#
+# Usage: slurm-templates/pipeline.sh [--no-watch]
+#   --no-watch   submit, print the job ids and return (the chain still cancels itself on failure
+#                through --kill-on-invalid-dep=yes, but nothing reports it)
+#   -h, --help   this text
+#
+# Parameters (environment variables):
+#   DATA_CONFIG          required  dataprep recipe: generic/custom_dataset, gpt3/download_gpt3_pile, ... or a YAML file
+#   DATA_DIR             required  dataset artifact directory, on a filesystem every node sees
+#   NUM_SHARDS           required  dataprep array tasks; the recipe's files are dealt round-robin among them
+#   TRAIN_CONFIG         required  training config: gpt3/tiny-cpu, gpt3/126m, ... or a YAML file
+#   RESULTS_DIR          required  training run directory (config.yaml, metrics.jsonl, checkpoints/)
+#   DATA_OVERRIDES       optional  KEY=VALUE recipe overrides, space-separated (raw_dataset_files=[...] ...)
+#   TRAIN_OVERRIDES      optional  key.sub=value training overrides, space-separated
+#   TRAIN_DATA_PREFIX    optional  what training reads (default: DATA_DIR, every pair in it)
+#   TRAIN_NODES          optional  training nodes (default 1)
+#   TRAIN_TASKS_PER_NODE optional  training processes per node, one per GPU or CPU slot
+#                                  (default: TRAIN_GPUS_PER_NODE, else 1)
+#   TRAIN_GPUS_PER_NODE  optional  --gpus-per-node of the training job (default: none)
+#   TRAIN_JOB_NAME       optional  training job name for --dependency=singleton
+#                                  (default: bignlp-train:<last part of RESULTS_DIR>)
+#   DATAPREP_CPUS        optional  --cpus-per-task of each array task (default: the template's, 8)
+#   FINALIZE_CPUS        optional  --cpus-per-task of the finalize job (default: the template's, 1)
+#   TRAIN_CPUS           optional  --cpus-per-task of each training task (default: the template's, 2)
+#   SBATCH_ARGS          optional  more sbatch options for every stage, space-separated (--partition=gpu ...);
+#                                  --kill-on-invalid-dep=no here leaves cancelling dependents to the watcher alone
+#   LOG_DIR              optional  directory of the jobs' output files (default: the current directory)
+#   WATCH_POLL_S         optional  seconds between two looks at the queue (default 5)
+#   CONTAINER_IMAGE, CONTAINER_MOUNTS, BIGNLP_VENV and sbatch's own SBATCH_* input variables
+#                        (SBATCH_PARTITION, SBATCH_ACCOUNT, ...) reach every stage.
+#
+# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=); progress and
+# the failure report on stderr. Exit status: 0 every stage completed (with --no-watch: submitted),
+# 1 a stage failed or was cancelled, 2 a bad parameter or a job sbatch refused (nothing is left queued),
+# 130 interrupted while watching (the jobs keep running).
+#
+# Example (2 shards of your own files, then 2 nodes x 1 task of training):
+#   DATA_CONFIG=generic/custom_dataset DATA_DIR=/data/mine NUM_SHARDS=2 \
+#   DATA_OVERRIDES="raw_dataset_files=[/raw/a.jsonl,/raw/b.jsonl] vocab_file=/bpe/vocab.json merge_file=/bpe/merges.txt" \
+#   TRAIN_CONFIG=gpt3/tiny-cpu RESULTS_DIR=/results/tiny TRAIN_NODES=2 \
+#   slurm-templates/pipeline.sh
+set -uo pipefail
+
+PROG="pipeline.sh"
+TEMPLATES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+STAGES=(dataprep finalize train)
+
+die() { echo "${PROG}: $*" >&2; exit 2; }
+say() { echo "${PROG}: $*" >&2; }
+
+watch=1
+for arg in "$@"; do
+  case "${arg}" in
+    --no-watch) watch=0 ;;
+    --watch) watch=1 ;;
+    -h|--help) sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) die "unknown argument '${arg}': the only flags are --no-watch and --help (parameters are environment variables)" ;;
+  esac
+done
+
+# --- parameters -----------------------------------------------------------------------------------
+require() {  # require NAME WHAT: a missing parameter is one line naming it
+  [[ -n ${!1:-} ]] || die "set $1 to $2"
+}
+require DATA_CONFIG "the dataprep recipe (generic/custom_dataset, gpt3/download_gpt3_pile) or a YAML file"
+require DATA_DIR "the dataset artifact directory (on a filesystem every node sees)"
+require NUM_SHARDS "the number of dataprep array tasks (one share of the files each)"
+require TRAIN_CONFIG "the training config (gpt3/tiny-cpu, gpt3/126m) or a YAML file"
+require RESULTS_DIR "the training run directory"
+
+positive_int() {  # positive_int NAME VALUE
+  [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1='$2' is not a positive integer"
+}
+positive_int NUM_SHARDS "${NUM_SHARDS}"
+positive_int TRAIN_NODES "${TRAIN_NODES:=1}"
+[[ -z ${TRAIN_GPUS_PER_NODE:-} ]] || positive_int TRAIN_GPUS_PER_NODE "${TRAIN_GPUS_PER_NODE}"
+positive_int TRAIN_TASKS_PER_NODE "${TRAIN_TASKS_PER_NODE:=${TRAIN_GPUS_PER_NODE:-1}}"
+for name in DATAPREP_CPUS FINALIZE_CPUS TRAIN_CPUS; do
+  [[ -z ${!name:-} ]] || positive_int "${name}" "${!name}"
+done
+[[ ${WATCH_POLL_S:=5} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "WATCH_POLL_S='${WATCH_POLL_S}' is not a number of seconds"
+TRAIN_JOB_NAME="${TRAIN_JOB_NAME:-bignlp-train:$(basename "${RESULTS_DIR}")}"
+LOG_DIR="${LOG_DIR:-$(pwd)}"
+for tool in sbatch scontrol scancel; do
+  command -v "${tool}" >/dev/null || die "${tool} not found: run this where the Slurm client commands are installed"
+done
+mkdir -p "${LOG_DIR}" || die "cannot create LOG_DIR=${LOG_DIR}"
+
+# shellcheck disable=SC2206  # SBATCH_ARGS is a word list on purpose
+common=(${SBATCH_ARGS:-})
+# A job whose dependency failed is cancelled by Slurm instead of pending forever, unless SBATCH_ARGS
+# says otherwise (sbatch lets "yes" win when both are given).
+[[ " ${SBATCH_ARGS:-} " == *" --kill-on-invalid-dep"* ]] || common=(--kill-on-invalid-dep=yes "${common[@]}")
+
+# --- submission -----------------------------------------------------------------------------------
+ids=()
+errfile="$(mktemp)"
+trap 'rm -f "${errfile}"' EXIT
+
+submit() {  # submit STAGE VAR=VALUE... -- SBATCH_OPTION...: append the job id to ids
+  local stage=$1 out id
+  local -a vars=()
+  shift
+  while [[ $1 != -- ]]; do vars+=("$1"); shift; done
+  shift
+  # The parameters travel in sbatch's environment (its default --export=ALL): values such as
+  # raw_dataset_files=[a,b] hold commas, which --export=VAR=... would split.
+  out="$(env "${vars[@]}" sbatch --parsable "${common[@]}" "$@" 2>"${errfile}")"
+  id="${out%%;*}"
+  if [[ ! ${id} =~ ^[0-9]+$ ]]; then
+    local why
+    why="$(grep -v '^$' "${errfile}" | tail -n 1)"
+    (( ${#ids[@]} == 0 )) || scancel "${ids[@]}" 2>/dev/null
+    die "sbatch refused the ${stage} job: ${why:-no job id in its output '${out}'}${ids[*]:+ (cancelled jobs ${ids[*]} submitted before it)}"
+  fi
+  ids+=("${id}")
+}
+
+dataprep_env=("CONFIG=${DATA_CONFIG}" "DATA_DIR=${DATA_DIR}" "OVERRIDES=${DATA_OVERRIDES:-}")
+
+submit dataprep "${dataprep_env[@]}" -- \
+  --array="0-$((NUM_SHARDS - 1))" \
+  --output="${LOG_DIR}/bignlp-dataprep-%A_%a.out" \
+  ${DATAPREP_CPUS:+--cpus-per-task="${DATAPREP_CPUS}"} \
+  "${TEMPLATES}/dataprep-array.sbatch"
+
+submit finalize "${dataprep_env[@]}" -- \
+  --dependency="afterok:${ids[0]}" \
+  --output="${LOG_DIR}/bignlp-dataprep-finalize-%j.out" \
+  ${FINALIZE_CPUS:+--cpus-per-task="${FINALIZE_CPUS}"} \
+  "${TEMPLATES}/dataprep-finalize.sbatch"
+
+# A --dependency on the command line replaces the template's singleton, so it is repeated here.
+submit train \
+  "CONFIG=${TRAIN_CONFIG}" "DATA_PREFIX=${TRAIN_DATA_PREFIX:-${DATA_DIR}}" "RESULTS_DIR=${RESULTS_DIR}" \
+  "OVERRIDES=${TRAIN_OVERRIDES:-}" -- \
+  --dependency="afterok:${ids[1]},singleton" \
+  --job-name="${TRAIN_JOB_NAME}" \
+  --nodes="${TRAIN_NODES}" \
+  --ntasks-per-node="${TRAIN_TASKS_PER_NODE}" \
+  ${TRAIN_GPUS_PER_NODE:+--gpus-per-node="${TRAIN_GPUS_PER_NODE}"} \
+  ${TRAIN_CPUS:+--cpus-per-task="${TRAIN_CPUS}"} \
+  --output="${LOG_DIR}/bignlp-train-%j.out" \
+  "${TEMPLATES}/train.sbatch"
+
+for i in "${!STAGES[@]}"; do
+  echo "${STAGES[i]}=${ids[i]}"
+done
+say "submitted dataprep array ${ids[0]} (${NUM_SHARDS} tasks) -> finalize ${ids[1]} -> train ${ids[2]}" \
+  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s)); logs in ${LOG_DIR}"
+(( watch )) || exit 0
+
+# --- watching -------------------------------------------------------------------------------------
+# scontrol, not sacct: sacct needs an accounting database, and MinJobAge (300 s by default) keeps
+# finished jobs visible to scontrol for longer than one poll.
+started=${SECONDS}
+trap 'say "stopped watching; the jobs keep running (cancel them with: scancel ${ids[*]})"; exit 130' INT TERM
+
+job_rows() {  # job_rows ID: "JOBID TASK STATE EXITCODE STDOUT" per job, or per task of an array
+  scontrol -o show job "$1" 2>"${errfile}" | awk '{
+    delete f
+    for (i = 1; i <= NF; i++) { p = index($i, "="); if (p) f[substr($i, 1, p - 1)] = substr($i, p + 1) }
+    print f["JobId"], (("ArrayTaskId" in f) ? f["ArrayTaskId"] : "-"), f["JobState"], f["ExitCode"], f["StdOut"]
+  }'
+}
+
+# Set by stage_status: state ok|active|failed|unknown, a summary, the failed rows, the rows still queued.
+stage_state=""; stage_summary=""; stage_failed=(); stage_active=0
+unknown_polls=0
+
+stage_status() {  # stage_status ID
+  local rows jobid task state code stdout
+  local -A count=()
+  stage_failed=()
+  rows="$(job_rows "$1")"
+  if [[ -z ${rows} ]]; then
+    stage_state="unknown"
+    stage_summary="$(grep -v '^$' "${errfile}" | tail -n 1)"
+    return
+  fi
+  stage_active=0
+  while read -r jobid task state code stdout; do
+    case "${state}" in
+      COMPLETED) ;;
+      PENDING|CONFIGURING|RUNNING|COMPLETING|REQUEUED|REQUEUE_FED|REQUEUE_HOLD|RESIZING|SUSPENDED|STAGE_OUT|SIGNALING|STOPPED|RESV_DEL_HOLD)
+        stage_active=$(( stage_active + 1 )) ;;
+      *) stage_failed+=("${jobid} ${task} ${state} ${code} ${stdout}") ;;
+    esac
+    count[${state}]=$(( ${count[${state}]:-0} + 1 ))
+  done <<<"${rows}"
+  stage_summary=""
+  for state in "${!count[@]}"; do
+    stage_summary+="${stage_summary:+, }${count[${state}]} ${state,,}"
+  done
+  if (( ${#stage_failed[@]} )); then
+    stage_state="failed"
+  elif [[ ${#count[@]} -eq 1 && -n ${count[COMPLETED]:-} ]]; then
+    stage_state="ok"
+  else
+    stage_state="active"
+  fi
+}
+
+report_failure() {  # report_failure STAGE_INDEX
+  local stage=${STAGES[$1]} row jobid task state code stdout what excerpt
+  for row in "${stage_failed[@]}"; do
+    read -r jobid task state code stdout <<<"${row}"
+    if [[ ${task} == - ]]; then
+      what="job ${jobid}"
+    else
+      what="array task ${task} (job ${ids[$1]}_${task})"
+    fi
+    local how="exit code ${code%%:*}"
+    [[ ${code#*:} == 0 ]] || how="killed by signal ${code#*:}"
+    say "stage ${stage} failed: ${what} ${state}, ${how}; log: ${stdout}"
+    if [[ -f ${stdout} ]]; then
+      # Our tools' one-line errors (one per task, hence uniq), else the log's last lines.
+      excerpt="$(grep -E '^bignlp-[a-z-]+: error' "${stdout}" | uniq | tail -n 3)"
+      [[ -n ${excerpt} ]] || excerpt="$(grep -v '^[[:space:]]*$' "${stdout}" | tail -n 3)"
+      sed "s/^/${PROG}:   | /" <<<"${excerpt}" >&2
+    fi
+  done
+}
+
+cancel_dependents() {  # cancel_dependents STAGE_INDEX: scancel every later stage, wait until they are gone
+  local first=$(( $1 + 1 )) i deadline
+  local -a later=("${ids[@]:first}")
+  (( ${#later[@]} )) || return 0
+  # --kill-on-invalid-dep=yes already asks Slurm to do this; scancel makes it certain (and quick).
+  scancel "${later[@]}" 2>/dev/null
+  deadline=$(( SECONDS + 30 ))
+  for (( i = first; i < ${#ids[@]}; i++ )); do
+    while :; do
+      stage_status "${ids[i]}"
+      [[ ${stage_state} == active && ${SECONDS} -lt ${deadline} ]] || break
+      sleep 0.5
+    done
+    say "dependent stage ${STAGES[i]} (job ${ids[i]}): ${stage_summary}"
+  done
+}
+
+declare -A shown=()
+current=0
+while (( current < ${#STAGES[@]} )); do
+  for (( i = current; i < ${#STAGES[@]}; i++ )); do
+    stage_status "${ids[i]}"
+    if [[ ${stage_state} == unknown ]]; then
+      # slurmctld busy or restarting: try again a few times; a job it no longer knows is an error.
+      if (( ++unknown_polls >= 12 )) || [[ ${stage_summary} == *"Invalid job id"* ]]; then
+        say "stage ${STAGES[i]} (job ${ids[i]}): Slurm cannot tell its state: ${stage_summary}"
+        cancel_dependents "${i}"
+        exit 1
+      fi
+      break
+    fi
+    unknown_polls=0
+    if [[ ${shown[${STAGES[i]}]:-} != "${stage_summary}" ]]; then
+      shown[${STAGES[i]}]="${stage_summary}"
+      say "[$(( SECONDS - started )) s] ${STAGES[i]} (job ${ids[i]}): ${stage_summary}"
+    fi
+    case "${stage_state}" in
+      failed)
+        report_failure "${i}"
+        if (( stage_active )); then
+          say "${STAGES[i]} (job ${ids[i]}) still has ${stage_active} task(s) in the queue, left to finish: what they complete is kept"
+        fi
+        cancel_dependents "${i}"
+        say "fix the cause and run ${PROG} again: finished dataprep shards are skipped and training resumes from its latest checkpoint"
+        exit 1
+        ;;
+      ok) (( i == current )) && current=$(( i + 1 )) ;;
+    esac
+  done
+  (( current < ${#STAGES[@]} )) && sleep "${WATCH_POLL_S}"
+done
+say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}"
+exit 0
