@@ -226,6 +226,9 @@ def memory_cases(tp: int, sp: bool, recomputes, precision: str = "autocast") -> 
         model.train()
         tokens = torch.randint(0, cfg.vocab_size, (BATCH, cfg.max_position_embeddings))
         total, records = measure_layer(model, tokens, autocast=precision == "autocast")
+        if case != "none" and not any(r["how"] == "checkpoint input" for r in records):
+            sys.exit(f"recompute {case}: no checkpoint was seen (does parallelize.py still call "
+                     "torch.utils.checkpoint.checkpoint?); this bench cannot count what it keeps")
         results.append(dict(case=case, tp=tp, sp=sp, precision=precision, bytes=total, records=records))
     return results
 
@@ -335,7 +338,7 @@ def bench_flops(args) -> None:
     for name in ["gpt3/tiny-cpu", "gpt3/126m", "gpt3/5b", "gpt3/20b", "gpt3/40b", "gpt3/175b"]:
         cfg = load_train_config(name)
         arch = gpt_config(cfg, 50257)  # GPT-2 BPE, padded as the trainer pads it
-        seq = cfg.model.encoder_seq_length
+        seq = cfg.model.seq_length  # what the trainer passes to flops_per_token
         with torch.device("meta"):  # shapes only: no memory even for 175B
             model = GPT(arch)
         total = sum(p.numel() for p in model.parameters())
