@@ -334,7 +334,8 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
         n_params = count_parameters(arch)  # this rank holds a part
     else:
         model = build_parallel_model(arch, device, mesh, sequence_parallel=cfg.model.sequence_parallel,
-                                     recompute=recompute_of(cfg))
+                                     recompute=recompute_of(cfg),
+                                     param_dtype=torch.bfloat16 if precision == "bf16" else None)
         n_params = num_parameters(model)
     optimizer = build_optimizer(model, cfg, device)
     cache_dir = Path(cfg.model.data.index_mapping_dir or run_dir / "index_cache")
