@@ -7,6 +7,7 @@ curves (and validation losses) must agree with the single-process run within 1e-
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from test_train_parallel import assert_same_curve, curve, pretrain
 from train_helpers import tiny_overrides
 
+from bignlp_contracts import set_latest_checkpoint
 from bignlp_train.cli import main
 from bignlp_train.pipeline import rank_stages, stage_layers
 
@@ -33,18 +35,34 @@ def test_megatron_round_robin_layer_assignment():
     assert [list(r) for r in stage_layers(4, 2)] == [[0, 1], [2, 3]]
 
 
-@pytest.mark.parametrize("layout", [PP2, INTERLEAVED], ids=["pp2-1f1b", "pp2-interleaved"])
-def test_pipeline_curve_equals_single_process(dataset, tmp_path, layout):
-    single = tmp_path / "single"
-    pretrain(dataset, single, *(o for o in layout if o.startswith("model.num_layers")))
-    out = pretrain(dataset, tmp_path / "pp", *layout, nproc=2)
-    assert_same_curve(curve(tmp_path / "pp"), curve(single), range(1, 11))
-    want = validation(single)
-    assert set(validation(tmp_path / "pp")) == set(want) == {0, 5, 10}
-    for step, loss in validation(tmp_path / "pp").items():
-        assert loss == pytest.approx(want[step], rel=1e-5)
+@pytest.fixture(scope="module")
+def single(dataset, tmp_path_factory) -> Path:
+    """The 2-layer single-process run (every checkpoint kept): the curve and the checkpoints to resume."""
+    run_dir = tmp_path_factory.mktemp("single")
+    pretrain(dataset, run_dir, "exp_manager.checkpoint_callback_params.save_top_k=-1")
+    return run_dir
+
+
+def assert_same_run(got: Path, want: Path, steps) -> None:
+    assert_same_curve(curve(got), curve(want), steps)
+    reference = validation(want)
+    for step, loss in validation(got).items():
+        assert loss == pytest.approx(reference[step], rel=1e-5)
+
+
+def test_pipeline_1f1b_curve_equals_single_process(dataset, tmp_path, single):
+    out = pretrain(dataset, tmp_path, *PP2, nproc=2)
+    assert_same_run(tmp_path, single, range(1, 11))
+    assert set(validation(tmp_path)) == {0, 5, 10}
     assert sum(line.startswith("step 10/10 |") for line in out.stdout.splitlines()) == 1  # rank 0 alone prints
-    assert "PP 2" in out.stdout
+    assert "PP 2 (1F1B)" in out.stdout
+
+
+def test_interleaved_pipeline_curve_equals_single_process(dataset, tmp_path):
+    pretrain(dataset, tmp_path / "single", "model.num_layers=4")
+    out = pretrain(dataset, tmp_path / "pp", *INTERLEAVED, nproc=2)
+    assert_same_run(tmp_path / "pp", tmp_path / "single", range(1, 11))
+    assert "PP 2 × 2 chunks (interleaved 1F1B)" in out.stdout
 
 
 def test_bad_pipeline_layout_is_one_line(dataset, tmp_path):
@@ -62,3 +80,18 @@ def test_bad_pipeline_layout_is_one_line(dataset, tmp_path):
         assert message in result.stderr
     assert not (tmp_path / "config.yaml").exists()
 
+
+def test_save_at_pp2_resume_in_one_process_and_back(dataset, tmp_path, single):
+    saved = tmp_path / "pp2"
+    pretrain(dataset, saved, *PP2, "trainer.max_steps=5", nproc=2)
+    out = pretrain(dataset, saved)
+    assert "resumed from" in out.stdout and "(step 5, 40 samples consumed)" in out.stdout
+    assert_same_run(saved, single, range(6, 11))
+    # the other way: the single process's step-5 checkpoint continued by a 2-stage pipeline
+    one = tmp_path / "one"
+    shutil.copytree(single, one)
+    shutil.rmtree(one / "checkpoints" / "step-00000010")
+    set_latest_checkpoint(one, one / "checkpoints" / "step-00000005")
+    out = pretrain(dataset, one, *PP2, nproc=2)
+    assert "(step 5, 40 samples consumed)" in out.stdout
+    assert_same_run(one, single, range(6, 11))

@@ -20,7 +20,7 @@ import dataclasses
 import pickle
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from bignlp_contracts import (
     GPT_CHECKPOINT,
@@ -51,6 +53,7 @@ from . import __version__
 from .config import CheckpointCallbackParams, TrainConfig
 from .data import TokenizerInfo
 from .model import GPTConfig
+from .pipeline import COPY_NAME, TIED_NAME
 from .runtime import get_rng_state, set_rng_state
 
 DCP_DIR = "dcp"
@@ -80,9 +83,36 @@ def _rng_key(rank: int) -> str:
     return f"rank{rank}"  # RNG streams are per process: one entry per rank
 
 
+# Optimizer state keyed by parameter name ("state.layers.3.mlp.linear_fc1.weight.exp_avg", one
+# "param_groups.<name>.lr" per parameter), so any rank, under any layout, finds its parameters' entries.
+_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+def _renamed(sd: dict, old: str, new: str) -> dict:
+    """``sd`` with parameter name ``old`` replaced by ``new`` in model and flat optimizer keys."""
+    def swap(key: str) -> str:
+        if key == old:
+            return new
+        for prefix in ("state.", "param_groups."):
+            if key.startswith(f"{prefix}{old}."):
+                return prefix + new + key[len(prefix) + len(old):]
+        return key
+
+    return {swap(k): v for k, v in sd.items()}
+
+
+def _has_tied_copy(model: torch.nn.Module) -> bool:
+    # A pipeline's last stage: its copy of the tied embedding is stored under the embedding's own name
+    # (equal values, deduplicated by DCP), so the checkpoint looks like the unsplit model's.
+    return any(name == COPY_NAME for name, _ in model.named_parameters())
+
+
 def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, rng: Any,
            rng_key: str) -> dict:
-    model_sd, optim_sd = get_state_dict(model, optimizer)  # sharded (DTensor) entries under FSDP/TP
+    # sharded (DTensor) entries under FSDP/TP
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_OPTIONS)
+    if _has_tied_copy(model):
+        model_sd, optim_sd = _renamed(model_sd, COPY_NAME, TIED_NAME), _renamed(optim_sd, COPY_NAME, TIED_NAME)
     return {
         "model": model_sd,
         "optim": optim_sd,
@@ -171,20 +201,94 @@ def _copy_tokenizer(tokenizer: TokenizerInfo, dest: Path) -> dict[str, Any]:
     return summary
 
 
-def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
-    """Restore model, optimizer and RNG in place from a checkpoint directory; return the train state."""
+@dataclass
+class _Resized:
+    """A state-dict entry whose rows are the padded vocabulary, stored with another padding."""
+
+    container: dict
+    key: str
+    model_value: torch.Tensor  # the entry as this layout holds it (DTensor under FSDP)
+    name: str  # its DCP key
+
+
+def _vocab_rows_mismatch(path: Path, sd: dict, saved: dict, prefix: str = "") -> list[_Resized]:
+    """Swap the entries whose saved row count is the checkpoint's padded vocabulary and differs from
+    this model's (Megatron pads to ``make_vocab_size_divisible_by × TP``, so a TP change changes it)
+    for plain tensors of the saved shape, which DCP can then load. Returns what was swapped."""
+    found: list[_Resized] = []
+    padded = None
+    for key, value in sd.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += _vocab_rows_mismatch(path, value, saved, f"{name}.")
+            continue
+        meta = saved.get(name)
+        if not (isinstance(value, torch.Tensor) and isinstance(meta, TensorStorageMetadata) and value.dim() >= 1
+                and len(meta.size) == value.dim() and tuple(meta.size)[1:] == tuple(value.shape)[1:]
+                and meta.size[0] != value.shape[0]):
+            continue
+        if padded is None:
+            padded = read_manifest(path, GPT_CHECKPOINT, verify="none").summary.get("padded_vocab_size")
+        if meta.size[0] != padded:
+            continue  # not a vocabulary-sized entry: DCP reports the mismatch
+        local = value.to_local() if isinstance(value, DTensor) else value
+        sd[key] = torch.empty(tuple(meta.size), dtype=meta.properties.dtype, device=local.device)
+        found.append(_Resized(sd, key, value, name))
+    return found
+
+
+def _real_vocab_size(path: Path) -> int:
+    """The checkpoint's unpadded vocabulary: model.tokenizer.vocab_size if it was set, else the dataset's."""
+    manifest = read_manifest(path, GPT_CHECKPOINT, verify="none")
+    configured = manifest.config.get("model", {}).get("tokenizer", {}).get("vocab_size")
+    return int(configured or manifest.summary["tokenizer"]["vocab_size"])
+
+
+@torch.no_grad()
+def _repad(path: Path, resized: list[_Resized], log: Callable[[str], None] | None) -> None:
+    """Keep the loaded real-token rows, and this layout's own values (fresh init, zero moments) for
+    its padding rows: the padding exists for the layout's divisibility, it holds no token."""
+    if not resized:
+        return
+    real = _real_vocab_size(path)
+    saved_rows = resized[0].container[resized[0].key].shape[0]
+    for item in resized:
+        loaded, target = item.container[item.key], item.model_value
+        full = target.full_tensor() if isinstance(target, DTensor) else target.detach().clone()
+        full[:real] = loaded[:real].to(device=full.device, dtype=full.dtype)
+        if isinstance(target, DTensor):
+            full = distribute_tensor(full, target.device_mesh, target.placements, src_data_rank=None)
+        item.container[item.key] = full
+    if log is not None:
+        log(f"vocabulary re-padded: checkpoint {path.name} pads {real} tokens to {saved_rows} rows, this layout "
+            f"to {resized[0].model_value.shape[0]}; loaded the {real} real-token rows of {len(resized)} tensors "
+            f"({', '.join(sorted({r.name.rsplit('.', 1)[-1] for r in resized}))}), padding rows start fresh")
+
+
+def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    log: Callable[[str], None] | None = None) -> TrainState:
+    """Restore model, optimizer and RNG in place from a checkpoint directory; return the train state.
+
+    A checkpoint whose vocabulary was padded for another tensor-parallel size loads too: its
+    real-token rows (embedding, AdamW moments) are kept and the padding re-made (one ``log`` line).
+    """
     try:
         saved = dcp.FileSystemReader(str(Path(path) / DCP_DIR)).read_metadata().state_dict_metadata
         # A rank the saving run did not have (a larger world) continues rank 0's RNG stream.
         rng_key = _rng_key(_rank()) if f"rng.{_rng_key(_rank())}" in saved else _rng_key(0)
         template = _state(model, optimizer, TrainState(), None, rng_key)
+        resized = _vocab_rows_mismatch(Path(path), template, saved)
         with _quiet_dcp():
             dcp.load(template, checkpoint_id=Path(path) / DCP_DIR)
     except Exception as exc:  # DCP raises several kinds; all mean "this checkpoint does not fit"
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ArtifactError(f"{path}: cannot load its {DCP_DIR}/ ({type(exc).__name__}: {first})",
                             hint="resume with the config the checkpoint was written with") from None
-    set_state_dict(model, optimizer, model_state_dict=template["model"], optim_state_dict=template["optim"])
+    _repad(Path(path), resized, log)
+    model_sd, optim_sd = template["model"], template["optim"]
+    if _has_tied_copy(model):
+        model_sd, optim_sd = _renamed(model_sd, TIED_NAME, COPY_NAME), _renamed(optim_sd, TIED_NAME, COPY_NAME)
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=_OPTIONS)
     set_rng_state(pickle.loads(template["rng"][rng_key]))
     train = template["train_state"]
     return TrainState(step=int(train["step"]), consumed_samples=int(train["consumed_samples"]))
