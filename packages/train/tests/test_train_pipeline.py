@@ -1,13 +1,15 @@
 """Pipeline parallelism on CPU/gloo with 2 processes: 1F1B and interleaved 1F1B equal one process.
 
 Tiny fp32 model, dropout 0, fixed seed, 10 steps with 4 micro-batches each: loss and gradient-norm
-curves (and validation losses) must agree with the single-process run within 1e-5 relative.
+curves (and validation losses) must agree with the single-process run within 1e-5 relative. Also
+FSDP gradient accumulation (no_sync): one reduce-scatter per step, not one per micro-batch.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from train_helpers import tiny_overrides
 
 from bignlp_contracts import set_latest_checkpoint
 from bignlp_train.cli import main
+from bignlp_train.launch import launch_local
 from bignlp_train.pipeline import rank_stages, stage_layers
 
 PP2 = ("model.pipeline_model_parallel_size=2",)
@@ -95,3 +98,10 @@ def test_save_at_pp2_resume_in_one_process_and_back(dataset, tmp_path, single):
     out = pretrain(dataset, one, *PP2, nproc=2)
     assert "(step 5, 40 samples consumed)" in out.stdout
     assert_same_run(one, single, range(6, 11))
+
+
+def test_fsdp_gradient_accumulation_reduce_scatters_once_per_step():
+    # no_sync: with 2 micro-batches per rank, each FSDP unit's gradients are reduce-scattered after the
+    # last one only (the DP=2 curve test in test_train_parallel.py shows the step's math is unchanged)
+    worker = Path(__file__).with_name("parallel_worker.py")
+    assert launch_local([sys.executable, str(worker), "no_sync"], 2) == 0
