@@ -11,9 +11,12 @@ import gzip
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
-from slurm_support import job_fields, wait_gone
+import pytest
+
+from slurm_support import job_fields, sbatch, wait_gone
 from support import DATA, REPO, run
 
 PIPELINE = REPO / "slurm-templates" / "pipeline.sh"
@@ -58,16 +61,24 @@ def _pipeline(slurm_env: dict[str, str], tmp_path: Path, shards: list[Path], **e
     return out, ids
 
 
-def test_pipeline_dataprep_array_finalize_train_on_two_nodes(slurm_env: dict[str, str], tmp_path: Path):
-    from bignlp_contracts import read_manifest
-
+@pytest.fixture(scope="module")
+def demo_run(slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    """The successful demo pipeline, run once: (pipeline process, stage job ids, its directory)."""
+    tmp_path = tmp_path_factory.mktemp("pipeline")
     out, ids = _pipeline(slurm_env, tmp_path, _shards(tmp_path))
     logs = "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted((tmp_path / "logs").glob("*.out")))
     assert out.returncode == 0, f"{out.stderr}\n{logs}"
+    return out, ids, tmp_path
+
+
+def test_pipeline_dataprep_array_finalize_train_on_two_nodes(slurm_env: dict[str, str], demo_run):
+    from bignlp_contracts import read_manifest
+
+    out, ids, tmp_path = demo_run
     assert set(ids) == {"dataprep", "finalize", "train"}
     assert "all stages completed" in out.stderr
 
-    # One share per array task, on the cluster's nodes.
+    # One share per array task.
     for task in (0, 1):
         log = (tmp_path / "logs" / f"bignlp-dataprep-{ids['dataprep']}_{task}.out").read_text()
         assert f"share {task} of 2: 1 file(s) 0{task}" in log, log
@@ -87,8 +98,47 @@ def test_pipeline_dataprep_array_finalize_train_on_two_nodes(slurm_env: dict[str
     assert manifest.producer.slurm == {"job_id": ids["train"], "array_job_id": None, "array_task_id": None,
                                        "nodelist": "n[1-2]"}
     assert manifest.inputs[0]["path"] == str((tmp_path / "data").resolve())
-    losses = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in losses if r.get("event") == "train"] == [1, 2, 3]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("event") == "train"] == [1, 2, 3]
+
+
+def _wait_for(what: str, check, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_usr1_checkpoints_requeues_and_resumes(slurm_env: dict[str, str], demo_run, tmp_path: Path):
+    from bignlp_contracts import read_manifest
+
+    _, _, demo = demo_run
+    run_dir, log = tmp_path / "run", tmp_path / "train.out"
+    env = {**slurm_env, "CONFIG": "gpt3/tiny-cpu", "DATA_PREFIX": str(demo / "data"), "RESULTS_DIR": str(run_dir),
+           "OVERRIDES": TRAIN_OVERRIDES.replace("max_steps=3", "max_steps=6").replace("interval=3", "interval=6"),
+           "BIGNLP_VENV": str(Path(sys.executable).parents[1])}
+    job = sbatch(env, ["--nodes=2", "--cpus-per-task=1", f"--job-name=requeue-{tmp_path.name}", f"--output={log}",
+                       str(REPO / "slurm-templates" / "train.sbatch")], tmp_path)
+    metrics = run_dir / "metrics.jsonl"
+    _wait_for("training step 2", lambda: metrics.is_file() and '"step": 2' in metrics.read_text(), 120)
+    # What --signal=USR1@120 does before the time limit: checkpoint, exit 75, scontrol requeue.
+    assert run(["scancel", "--signal=USR1", job], env=slurm_env).returncode == 0
+    _wait_for("the requeue", lambda: job_fields(slurm_env, job)["Restarts"] == "1", 60)
+    # Slurm holds a requeued job for 2 minutes (BeginTime); let it start now.
+    _wait_for("the requeued job to pend", lambda: job_fields(slurm_env, job)["JobState"] == "PENDING", 60)
+    assert run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm_env).returncode == 0
+    wait_gone(slurm_env, job, timeout_s=120)
+    fields = job_fields(slurm_env, job)
+    text = log.read_text()
+    assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), f"{fields}\n{text}"
+    stopped = re.search(r"stopped by SIGUSR1 at step (\d+)/6; exiting with 75", text)
+    assert stopped and f"retryable stop, requeueing job {job}" in text, text  # both attempts in one log
+    step = int(stopped.group(1))
+    assert f"resumed from {run_dir / 'checkpoints' / f'step-{step:08d}'} (step {step}," in text, text
+    final = read_manifest(run_dir / "checkpoints" / "step-00000006", "gpt-checkpoint")
+    assert final.producer.slurm["job_id"] == job
 
 
 def test_pipeline_failed_array_task_cancels_dependents(slurm_env: dict[str, str], tmp_path: Path):

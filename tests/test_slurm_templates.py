@@ -168,7 +168,7 @@ def test_train_tasks_meet_at_the_first_nodes_address(tmp_path: Path):
     # The first host of gpu[07-08], by its NodeAddr (scontrol show node), not by its name.
     assert (srun_env["MASTER_ADDR"], srun_env["MASTER_PORT"]) == ("10.1.2.3", str(15000 + 4242))
     assert srun_env["OMP_NUM_THREADS"] == "3"
-    assert argv[:2] == ["--kill-on-bad-exit=1", "--cpus-per-task=3"]
+    assert argv[:2] == ["--wait=60", "--cpus-per-task=3"]
     assert argv[2:] == ["bignlp-train", "pretrain", "--config", "gpt3/tiny-cpu", "model.data.data_prefix=[1.0,/data/d]",
                         f"exp_manager.explicit_log_dir={tmp_path / 'out'}", "exp_manager.resume_if_exists=true",
                         "trainer.max_steps=5"]
