@@ -62,3 +62,16 @@ def test_failed_parent_cancels_afterok_child(slurm_env: dict[str, str], tmp_path
     child_fields = job_fields(slurm_env, child)
     assert child_fields["JobState"] == "CANCELLED", child_fields
     assert child_fields["RunTime"] == "00:00:00", "the child must never have run"
+
+
+def test_singleton_with_afterok_waits_for_the_same_name(slurm_env: dict[str, str], tmp_path: Path):
+    # pipeline.sh submits training with --dependency=afterok:FINALIZE,singleton: both must hold.
+    parent = sbatch(slurm_env, ["-o", "/dev/null", "--wrap", "true"], tmp_path)
+    name = f"single-{tmp_path.name}"
+    first = sbatch(slurm_env, ["-o", "/dev/null", f"--job-name={name}", "--wrap", "sleep 3"], tmp_path)
+    second = sbatch(slurm_env, ["-o", "/dev/null", f"--job-name={name}", f"--dependency=afterok:{parent},singleton",
+                                "--wrap", "true"], tmp_path)
+    wait_gone(slurm_env, second)
+    a, b = job_fields(slurm_env, first), job_fields(slurm_env, second)
+    assert (a["JobState"], b["JobState"]) == ("COMPLETED", "COMPLETED"), (a, b)
+    assert b["StartTime"] >= a["EndTime"], (a["EndTime"], b["StartTime"])
