@@ -243,7 +243,8 @@ def _fake_slurm(tmp_path: Path) -> dict:
     """PATH with an ``srun`` that runs its command and an ``scontrol`` that records its arguments."""
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir()
-    (bin_dir / "srun").write_text('#!/bin/bash\nshift\nexec "$@"\n')
+    # srun's own options (--ntasks=1, --cpus-per-task=N, container flags) come first, then the command
+    (bin_dir / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == -* ]]; do shift; done\nexec "$@"\n')
     (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol.log\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
