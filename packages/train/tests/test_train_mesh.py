@@ -14,9 +14,11 @@ from test_train_parallel import assert_same_curve, curve, pretrain
 FAST = ("trainer.limit_val_batches=0", "exp_manager.create_checkpoint_callback=false")
 
 
-def test_dp2_tp2_sp_four_processes_equal_one(dataset, tmp_path):
+def test_dp2_tp2_sp_four_processes_equal_one(dataset, tmp_path, monkeypatch):
+    # 4 ranks on a 2-core CI machine: oversubscribed on purpose, so no per-rank core pinning, and one
+    # intra-op thread each (two each would make every gloo collective wait on descheduled ranks: 10x slower)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pretrain(dataset, tmp_path / "single", *FAST)
-    # 4 ranks on a 2-core CI machine: oversubscribed on purpose, so no per-rank core pinning
     out = pretrain(dataset, tmp_path / "mesh", *FAST, "model.tensor_model_parallel_size=2",
                    "model.sequence_parallel=true", "numa_mapping.enable=false", nproc=4)
     assert "× 4 processes (DP 2, TP 2, SP)" in out.stdout
