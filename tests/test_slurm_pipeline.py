@@ -117,7 +117,7 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env: dict[str, str], demo_r
     _, _, demo = demo_run
     run_dir, log = tmp_path / "run", tmp_path / "train.out"
     env = {**slurm_env, "CONFIG": "gpt3/tiny-cpu", "DATA_PREFIX": str(demo / "data"), "RESULTS_DIR": str(run_dir),
-           "OVERRIDES": TRAIN_OVERRIDES.replace("max_steps=3", "max_steps=6").replace("interval=3", "interval=6"),
+           "OVERRIDES": TRAIN_OVERRIDES.replace("max_steps=3", "max_steps=8").replace("interval=3", "interval=8"),
            "BIGNLP_VENV": str(Path(sys.executable).parents[1])}
     job = sbatch(env, ["--nodes=2", "--cpus-per-task=1", f"--job-name=requeue-{tmp_path.name}", f"--output={log}",
                        str(REPO / "slurm-templates" / "train.sbatch")], tmp_path)
@@ -133,11 +133,11 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env: dict[str, str], demo_r
     fields = job_fields(slurm_env, job)
     text = log.read_text()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), f"{fields}\n{text}"
-    stopped = re.search(r"stopped by SIGUSR1 at step (\d+)/6; exiting with 75", text)
+    stopped = re.search(r"stopped by SIGUSR1 at step (\d+)/8; exiting with 75", text)
     assert stopped and f"retryable stop, requeueing job {job}" in text, text  # both attempts in one log
     step = int(stopped.group(1))
     assert f"resumed from {run_dir / 'checkpoints' / f'step-{step:08d}'} (step {step}," in text, text
-    final = read_manifest(run_dir / "checkpoints" / "step-00000006", "gpt-checkpoint")
+    final = read_manifest(run_dir / "checkpoints" / "step-00000008", "gpt-checkpoint")
     assert final.producer.slurm["job_id"] == job
 
 
