@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,14 @@ def test_templates_exist():
 def test_bash_syntax(template: Path):
     out = run(["bash", "-n", str(template)])
     assert out.returncode == 0, out.stderr
+
+
+def test_shellcheck_finds_no_warnings():
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    scripts = [*TEMPLATES, REPO / "slurm-templates" / "pipeline.sh", *sorted((REPO / "tests" / "slurm").glob("*.sh"))]
+    out = run(["shellcheck", "--severity=warning", *map(str, scripts)])
+    assert out.returncode == 0, out.stdout
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
