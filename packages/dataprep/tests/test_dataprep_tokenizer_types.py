@@ -136,18 +136,33 @@ def test_sentencepiece_matches_the_library(texts):
     assert tok.decode(sp.encode("Hello world.")) == "Hello world."
 
 
-def test_sentencepiece_preprocess_any_workers(tmp_path):
+def test_sentencepiece_library_threads_report_the_bad_line(tmp_path):
+    path = tmp_path / "in.jsonl"
+    good = "".join(demo_lines(12))
+    path.write_text(good + '{"text": broken\n' + good)
+    cfg = PreprocessConfig(input=(str(path),), output_prefix=str(tmp_path / "o" / "x"), tokenizer_type="sentencepiece",
+                           tokenizer_model=str(SPM_MODEL), workers=2, batch_mb=0.005)
+    with pytest.raises(InputError, match=r"in\.jsonl:13: malformed JSON"):
+        preprocess(cfg)
+    assert list((tmp_path / "o").iterdir()) == []  # no manifest, no partial pair, no temporary file
+
+
+def test_sentencepiece_preprocess_any_workers(tmp_path, monkeypatch):
     import sentencepiece
+
+    from bignlp_dataprep import encode
 
     sp = sentencepiece.SentencePieceProcessor(model_file=str(SPM_MODEL))
     pairs = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}" / "x"
+    # 1: no pool; 2: two library threads in this process; "2-pool": two worker processes, one thread each
+    for name, workers, threaded_max in (("w1", 1, 8), ("w2", 2, 8), ("w2-pool", 2, 1)):
+        monkeypatch.setattr(encode, "THREADED_MAX_WORKERS", threaded_max)
+        out = tmp_path / name / "x"
         cfg = PreprocessConfig(input=(str(slice_file(30)),), output_prefix=str(out), tokenizer_type="sentencepiece",
                                tokenizer_model=str(SPM_MODEL), append_eod=True, workers=workers, batch_mb=0.005)
         manifest = preprocess(cfg)
         pairs.append([(out.parent / f"x_text_document{e}").read_bytes() for e in (".bin", ".idx")])
-    assert pairs[0] == pairs[1]
+    assert pairs[0] == pairs[1] == pairs[2]
     assert manifest.summary["tokenizer"] == {"type": "sentencepiece", "tokenizer_model": f"tokenizer/{SPM_MODEL.name}",
                                              "vocab_size": 1000, "eod_id": 2}
     from bignlp_dataprep.inspect_dataset import inspect_dataset
