@@ -38,6 +38,7 @@ from .manifest import (
     read_manifest,
     remove_manifest,
     sha256_file,
+    slurm_job_record,
     write_manifest,
 )
 from .runenv import RunEnv, discover_run_env, expand_hostlist
@@ -53,5 +54,5 @@ __all__ = [
     "expand_hostlist", "from_dict", "get_kind", "git_commit", "input_record", "latest_checkpoint", "load_config",
     "load_yaml", "parse_override", "read_checkpoint", "read_manifest",
     "remove_abandoned_checkpoint_writes", "remove_manifest", "resolve_dataset",
-    "save_config", "set_latest_checkpoint", "sha256_file", "to_dict", "write_manifest",
+    "save_config", "set_latest_checkpoint", "sha256_file", "slurm_job_record", "to_dict", "write_manifest",
 ]
