@@ -61,6 +61,15 @@ def test_pipeline_1f1b_curve_equals_single_process(dataset, tmp_path, single):
     assert "PP 2 (1F1B)" in out.stdout
 
 
+def test_pipeline_with_recomputation_and_document_masks_equals_single_process(dataset, tmp_path):
+    # the attention mask reaches every stage (a schedule keyword argument); uniform groups stay in a stage
+    masks = ("model.data.reset_attention_mask=true",)
+    pretrain(dataset, tmp_path / "single", *masks)
+    pretrain(dataset, tmp_path / "pp", *PP2, *masks, "model.activations_checkpoint_granularity=full",
+             "model.activations_checkpoint_method=uniform", "model.activations_checkpoint_num_layers=2", nproc=2)
+    assert_same_run(tmp_path / "pp", tmp_path / "single", range(1, 11))
+
+
 def test_interleaved_pipeline_curve_equals_single_process(dataset, tmp_path):
     pretrain(dataset, tmp_path / "single", "model.num_layers=4")
     out = pretrain(dataset, tmp_path / "pp", *INTERLEAVED, nproc=2)
