@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch.distributed.checkpoint as dcp
 from click.testing import CliRunner
 from test_train_parallel import assert_same_curve, curve, pretrain
 from train_helpers import tiny_overrides
@@ -85,6 +86,9 @@ def test_bad_pipeline_layout_is_one_line(dataset, tmp_path):
          "model.num_layers=2 is not divisible by model.pipeline_model_parallel_size=2 × "
          "model.virtual_pipeline_model_parallel_size=2"),
         ((*PP2, "model.global_batch_size=2"), "1 micro-batches per step"),
+        ((*INTERLEAVED, "model.global_batch_size=6"), "3 micro-batches per step"),
+        (("model.virtual_pipeline_model_parallel_size=2",),
+         "model.virtual_pipeline_model_parallel_size=2 needs model.pipeline_model_parallel_size > 1"),
     ]:
         result = CliRunner().invoke(main, ["pretrain", "--config", "gpt3/tiny-cpu", "--nproc-per-node", "2",
                                            *tiny_overrides(dataset, tmp_path, *extra)])
@@ -96,6 +100,10 @@ def test_bad_pipeline_layout_is_one_line(dataset, tmp_path):
 def test_save_at_pp2_resume_in_one_process_and_back(dataset, tmp_path, single):
     saved = tmp_path / "pp2"
     pretrain(dataset, saved, *PP2, "trainer.max_steps=5", nproc=2)
+    reader = dcp.FileSystemReader(str(saved / "checkpoints" / "step-00000005" / "dcp"))
+    keys = reader.read_metadata().state_dict_metadata
+    assert "model.embedding.word_embeddings.weight" in keys and "model.layers.1.mlp.linear_fc1.weight" in keys
+    assert not any("output_layer" in key for key in keys)  # the last stage's tied copy is saved as the embedding
     out = pretrain(dataset, saved)
     assert "resumed from" in out.stdout and "(step 5, 40 samples consumed)" in out.stdout
     assert_same_run(saved, single, range(6, 11))
