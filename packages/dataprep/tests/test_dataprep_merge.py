@@ -112,3 +112,33 @@ def test_mismatches_are_refused_with_one_line(tmp_path, other, message):
     (line,) = res.stderr.strip().splitlines()
     assert message in line and line.startswith("bignlp-dataprep: error: merge: ")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_run_recipe_artifact_merges_into_one_pair(tmp_path):
+    """custom_dataset writes one pair per file (custom_00, custom_01); merging the directory equals one run."""
+    from dataprep_helpers import MERGES, VOCAB
+
+    parts = _partitions(tmp_path, 2)
+    data_dir = tmp_path / "data"
+    res = CliRunner().invoke(main, ["run", "--config", "generic/custom_dataset", f"data_dir={data_dir}",
+                                    f"raw_dataset_files=[{parts[0]},{parts[1]}]", f"vocab_file={VOCAB}",
+                                    f"merge_file={MERGES}"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["merge", "--input", str(data_dir), "--output-prefix", str(tmp_path / "m" / "all")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    preprocess(config(parts, tmp_path / "single" / "all"))
+    assert _pair(tmp_path / "m" / "all_text_document") == _pair(tmp_path / "single" / "all_text_document")
+    assert read_manifest(tmp_path / "m").summary["merged_from"] == [
+        str((data_dir / f"custom_0{i}_text_document").resolve()) for i in range(2)]
+
+
+def test_other_json_keys_are_refused(tmp_path):
+    part = _partitions(tmp_path, 1)[0]
+    preprocess(config([part], tmp_path / "a" / "corpus"))
+    preprocess(config([part], tmp_path / "b" / "corpus", json_keys=("text", "title")))
+    res = CliRunner().invoke(main, ["merge", "--input", str(tmp_path / "a"), str(tmp_path / "b"),
+                                    "--output-prefix", str(tmp_path / "m" / "corpus")])
+    assert res.exit_code == 4
+    assert f"merge: {tmp_path / 'b'} has JSON key(s) text, title, but {tmp_path / 'a'} has text" in res.stderr
+    assert not (tmp_path / "m").exists()

@@ -87,21 +87,17 @@ def collect_inputs(inputs: Sequence[str]) -> dict[str, list[DatasetRef]]:
     """JSON key → the input pairs to merge for it, in order; refuses dtype or tokenizer mismatches."""
     groups: dict[str, list[DatasetRef]] = {}
     first: tuple[str, dict, str] | None = None  # (input, tokenizer identity, dtype)
-    keys_of_first: list[str] | None = None
+    keys_of_first: list[str] | None = None  # an artifact of a run recipe holds several pairs per key
     for source in inputs:
         refs = resolve_dataset(source, verify="size")
         keys = [r.entry.get("json_key") or _key_of(r.prefix.name) for r in refs]
-        if len(set(keys)) != len(keys):
-            raise InputError(f"merge: {source} holds several datasets for key(s) "
-                             f"{', '.join(sorted({k for k in keys if keys.count(k) > 1}))}",
-                             hint="name the pairs to merge one by one: --input DIR/NAME_text_document ...")
         if keys_of_first is None:
-            keys_of_first = keys
-        elif sorted(keys) != sorted(keys_of_first):
-            raise InputError(f"merge: {source} has JSON key(s) {', '.join(keys)}, but {inputs[0]} has "
+            keys_of_first = sorted(set(keys))
+        elif sorted(set(keys)) != keys_of_first:
+            raise InputError(f"merge: {source} has JSON key(s) {', '.join(sorted(set(keys)))}, but {inputs[0]} has "
                              f"{', '.join(keys_of_first)}", hint="merge inputs made with the same --json-keys")
         ident = _tokenizer_identity(refs[0])
-        for ref, key in zip(refs, keys):
+        for ref, key in zip(refs, keys):  # in manifest order: a recipe's NAME_00, NAME_01, ...
             dtype = str(ref.entry.get("dtype"))
             if first is None:
                 first = (source, ident, dtype)
