@@ -60,8 +60,9 @@ def test_a_pool_worker_runs_its_tokenizer_on_one_thread(monkeypatch):
     from bignlp_dataprep.spm import SentencePieceTokenizer
 
     monkeypatch.setattr(signal, "signal", lambda *a: None)
-    for name in encode.SINGLE_THREAD_ENV:
-        monkeypatch.delenv(name, raising=False)
+    for name in encode.SINGLE_THREAD_ENV:  # setenv first, so that teardown restores what was there (or nothing)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setattr(encode, "_WORKER", None)
     tok = SentencePieceTokenizer(Path(__file__).with_name("data") / "botchan_en_unigram_1000.model", num_threads=4)
     encode._init_worker(tok, encode.EncodeOptions(("text",), True, "H"))
