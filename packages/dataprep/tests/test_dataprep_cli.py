@@ -34,8 +34,8 @@ def _preprocess_args(inputs: list[Path], out: Path, *extra: str) -> list[str]:
 # --- help -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [[], ["preprocess"], ["inspect"], ["train-tokenizer"]],
-                         ids=["group", "preprocess", "inspect", "train-tokenizer"])
+@pytest.mark.parametrize("path", [[], ["preprocess"], ["inspect"], ["train-tokenizer"], ["merge"]],
+                         ids=["group", "preprocess", "inspect", "train-tokenizer", "merge"])
 def test_help_has_an_example_and_documents_every_option(path):
     res = _invoke(*path, "--help")
     assert res.exit_code == 0 and "Example:" in res.output
@@ -193,3 +193,12 @@ def test_inspect_incomplete_artifact_exit_3(tmp_path):
     res = _invoke("inspect", str(tmp_path))
     assert res.exit_code == 3 and "manifest.json is missing" in res.stderr
 
+
+
+def test_readme_names_every_option_of_every_command():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for name, command in main.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                for opt in param.opts + param.secondary_opts:
+                    assert opt in readme, f"{name} {opt} is not in packages/dataprep/README.md"
