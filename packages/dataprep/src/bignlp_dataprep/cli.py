@@ -311,7 +311,7 @@ def merge(inputs: tuple[str, ...], output_prefix: str) -> None:
 
     with exit_on_error(PROG):
         cfg = MergeConfig(input=inputs, output_prefix=output_prefix)
-        manifest = merge_datasets(cfg)
+        manifest = merge_datasets(cfg, progress=True)
     s = manifest.summary
     click.echo(f"merged {len(s['merged_from'])} pair(s): {s['num_documents']:,} documents, {s['num_tokens']:,} tokens "
                f"in {s['elapsed_s']:.1f} s")

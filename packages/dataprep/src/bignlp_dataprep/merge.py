@@ -18,12 +18,14 @@ import errno
 import hashlib
 import os
 import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from bignlp_contracts import (
     MEGATRON_DATASET,
@@ -121,8 +123,11 @@ def _key_of(prefix_name: str) -> str:
     return stem.rsplit("_", 1)[-1] if "_" in stem else "text"
 
 
-def merge_datasets(cfg: MergeConfig) -> Manifest:
-    """Merge the inputs' pairs into ``cfg.output_prefix``'s artifact; returns its manifest (written last)."""
+def merge_datasets(cfg: MergeConfig, *, progress: bool = False) -> Manifest:
+    """Merge the inputs' pairs into ``cfg.output_prefix``'s artifact; returns its manifest (written last).
+
+    ``progress`` shows a tqdm bar (bytes copied, rate, ETA) on stderr when it is a terminal.
+    """
     start = time.perf_counter()
     groups = collect_inputs(cfg.input)
     prefix = Path(cfg.output_prefix)
@@ -139,11 +144,14 @@ def merge_datasets(cfg: MergeConfig) -> Manifest:
     remove_manifest(artifact_dir)
     mode = file_mode()
     datasets, hashes = [], {}
+    total = sum(Path(f"{r.prefix}.bin").stat().st_size for refs in groups.values() for r in refs)
     try:
         with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="merging",
+                                           file=sys.stderr, disable=None if progress else True, dynamic_ncols=True))
             for key, refs in groups.items():
                 name = names[key]
-                entry, digest = _merge_pair(stack, refs, artifact_dir / name, mode)
+                entry, digest = _merge_pair(stack, refs, artifact_dir / name, mode, bar.update)
                 datasets.append({"prefix": name, "json_key": key, **entry})
                 hashes[f"{name}.bin"] = digest
     except OSError as exc:
@@ -184,7 +192,8 @@ def merge_datasets(cfg: MergeConfig) -> Manifest:
     return manifest
 
 
-def _merge_pair(stack: contextlib.ExitStack, refs: list[DatasetRef], out: Path, mode: int) -> tuple[dict, str]:
+def _merge_pair(stack: contextlib.ExitStack, refs: list[DatasetRef], out: Path, mode: int,
+                advance: Callable[[int], object] = lambda _n: None) -> tuple[dict, str]:
     """Write ``out.bin``/``out.idx`` (temporaries renamed when ``stack`` closes); the summary entry and bin sha256."""
     readers = []
     for ref in refs:
@@ -200,6 +209,7 @@ def _merge_pair(stack: contextlib.ExitStack, refs: list[DatasetRef], out: Path, 
             while chunk := src.read(COPY_CHUNK):
                 bin_file.write(chunk)
                 sha.update(chunk)
+                advance(len(chunk))
     lengths = np.concatenate([r.sequence_lengths for r in readers]).astype("<i4")
     pointers = np.zeros(len(lengths), dtype="<i8")
     np.cumsum(lengths[:-1].astype(np.int64) * dtype.itemsize, out=pointers[1:])
