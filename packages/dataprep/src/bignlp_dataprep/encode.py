@@ -118,7 +118,8 @@ def _sentences(
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
-            problem: tuple[str, str] | None = ("malformed_json", f"malformed JSON ({exc.msg} at column {exc.colno})")
+            what = exc.msg.removesuffix(" starting at")  # json says "... starting at"; the column says where
+            problem: tuple[str, str] | None = ("malformed_json", f"malformed JSON ({what} at column {exc.colno})")
         else:
             if isinstance(doc, dict):
                 values, problem = _values(doc, keys)
