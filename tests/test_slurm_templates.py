@@ -128,11 +128,14 @@ def _template_env(name: str, tmp_path: Path) -> tuple[dict[str, str], str]:
                 "MERGES_FILE": "/m.txt"}, out
     if name == "train.sbatch":
         return {**slurm, "CONFIG": "gpt3/tiny-cpu", "DATA_PREFIX": "/data/d", "RESULTS_DIR": out}, out
+    if name == "csp-validate.sbatch":
+        return {**slurm, "SLURM_JOB_NUM_NODES": "2", "OUTPUT_DIR": out}, out
     array = {"SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
     return {**slurm, **array, "CONFIG": "generic/custom_dataset", "DATA_DIR": out}, out
 
 
-SRUN_TEMPLATES = ["dataprep.sbatch", "dataprep-array.sbatch", "dataprep-finalize.sbatch", "train.sbatch"]
+SRUN_TEMPLATES = [
+    "dataprep.sbatch", "dataprep-array.sbatch", "dataprep-finalize.sbatch", "train.sbatch", "csp-validate.sbatch"]
 
 
 @pytest.mark.parametrize("name", SRUN_TEMPLATES)
