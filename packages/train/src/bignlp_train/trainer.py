@@ -174,18 +174,26 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
     return latest
 
 
-def check_resume_compatible(path: Path, arch: GPTConfig, entries: list[BlendEntry], tokenizer: TokenizerInfo) -> None:
-    """The checkpoint must hold the same architecture and vocabulary the config describes."""
+def check_resume_compatible(path: Path, arch: GPTConfig, entries: list[BlendEntry], tokenizer: TokenizerInfo,
+                            model_vocab_size: int | None = None) -> None:
+    """The checkpoint must hold the same architecture and vocabulary the config describes.
+
+    The vocabulary is compared unpadded (``model_vocab_size``, default the dataset's): its padding
+    follows the tensor-parallel size, and ``load_checkpoint`` re-pads a checkpoint saved with another.
+    """
     _, manifest = read_checkpoint(path)
-    saved_vocab = manifest.summary.get("padded_vocab_size")
-    if saved_vocab != arch.vocab_size:
+    configured = manifest.config.get("model", {}).get("tokenizer", {}).get("vocab_size")
+    saved_vocab = configured or manifest.summary.get("tokenizer", {}).get("vocab_size")
+    want = model_vocab_size or tokenizer.vocab_size
+    if saved_vocab != want:
         raise ArtifactError(
             f"dataset {entries[0].ref.prefix} has a vocabulary of {tokenizer.vocab_size} tokens (padded to "
-            f"{arch.vocab_size}) but the model's in checkpoint {path} is {saved_vocab}",
+            f"{arch.vocab_size}) but the model's in checkpoint {path} has {saved_vocab} tokens (the config's: {want})",
             hint="resume with data tokenized like the checkpoint's, or set model.tokenizer.vocab_size to match it",
         )
     saved = manifest.summary.get("model", {})
-    changeable = {"hidden_dropout", "attention_dropout", "init_method_std"}  # regularisation, or unused on resume
+    # regularisation, unused on resume, or (vocab_size) the padding, re-made on load
+    changeable = {"hidden_dropout", "attention_dropout", "init_method_std", "vocab_size"}
     for key, value in vars(arch).items():
         if key in saved and saved[key] != value and key not in changeable:
             raise ConfigError(
@@ -285,7 +293,7 @@ def plan_run(cfg: TrainConfig, world_size: int = 1) -> RunPlan:
     run_dir = cfg.exp_manager.run_dir()
     resume_from = find_resume_checkpoint(cfg, run_dir)
     if resume_from is not None:
-        check_resume_compatible(resume_from, arch, entries, tokenizer)
+        check_resume_compatible(resume_from, arch, entries, tokenizer, model_vocab)
     return RunPlan(entries, tokenizer, arch, run_dir, resume_from, dp_size)
 
 
@@ -344,7 +352,7 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
 
     state = TrainState()
     if resume_from is not None:
-        state = load_checkpoint(resume_from, model=model, optimizer=optimizer)
+        state = load_checkpoint(resume_from, model=model, optimizer=optimizer, log=log)
         log(f"resumed from {resume_from} (step {state.step}, {state.consumed_samples} samples consumed)")
     model.train()
     m, trainer = cfg.model, cfg.trainer
