@@ -175,12 +175,12 @@ def test_two_workers_pin_themselves(dataset, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     topology = read_topology().restrict(os.sched_getaffinity(0))
-    reported = dict(re.findall(r"^local rank (\d)/2: CPUs (\S+) ", out.stdout, re.MULTILINE))
+    reported = dict(re.findall(r"^local rank (\d)/2: CPUs (\S+) ", out.stderr, re.MULTILINE))
     for rank in (0, 1):
         want = map_cpus(topology, NumaMappingConfig(max_cores=None), rank, 2)
         if want == frozenset(os.sched_getaffinity(0)):
             assert str(rank) not in reported  # nothing narrowed: no change, no line
         else:
-            assert cpus(reported[str(rank)]) == want, out.stdout
+            assert cpus(reported[str(rank)]) == want, out.stderr
     if len(os.sched_getaffinity(0)) == 2:  # this machine: one CPU each
         assert reported == {"0": "0", "1": "1"}

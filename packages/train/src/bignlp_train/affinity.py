@@ -27,6 +27,7 @@ smallest share over all domains); ``min_cores``/``max_cores`` bound the physical
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,7 @@ def gpu_numa_nodes(sysfs_root: str | Path = "/sys") -> list[int | None]:
 
 def apply_numa_mapping(options: NumaMappingConfig, *, local_rank: int, local_world_size: int,
                        gpu: bool, sysfs_root: str | Path = "/sys",
-                       log: Callable[[str], None] = print) -> frozenset[int] | None:
+                       log: Callable[[str], None] | None = None) -> frozenset[int] | None:
     """Pin this process to its CPUs (``os.sched_setaffinity``); return them, or None when disabled.
 
     The mapping is made within the CPUs the process may use now (a cgroup or Slurm cpuset
@@ -265,6 +266,7 @@ def apply_numa_mapping(options: NumaMappingConfig, *, local_rank: int, local_wor
     import torch
 
     torch.set_num_threads(len(cpus))
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))  # every rank: not the rank-0 log
     log(f"local rank {local_rank}/{local_world_size}: CPUs {format_cpu_list(os.sched_getaffinity(0))} "
         f"(numa_mapping mode={options.mode}, scope={options.scope}, cores={options.cores})")
     return cpus

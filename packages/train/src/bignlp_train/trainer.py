@@ -311,7 +311,7 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
             log(f"removed {leftover.name}: an unfinished checkpoint write of a killed run")
     device = pick_device(cfg.trainer, env.local_rank)
     apply_numa_mapping(cfg.numa_mapping, local_rank=env.local_rank, local_world_size=env.local_world_size,
-                       gpu=device.type == "cuda", log=log)  # pin before any heavy work
+                       gpu=device.type == "cuda")  # pin before any heavy work; each rank says so on stderr
     check_precision(device, cfg.trainer.precision_name)
     mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size, cfg.model.pipeline_model_parallel_size)
     try:
