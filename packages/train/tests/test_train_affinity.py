@@ -16,6 +16,7 @@ from bignlp_contracts import ConfigError
 from bignlp_train.affinity import (
     NumaMappingConfig,
     Topology,
+    apply_numa_mapping,
     format_cpu_list,
     map_cpus,
     parse_cpu_list,
@@ -142,6 +143,26 @@ def test_too_few_cores_is_a_config_error(big, small):
         mapping(big, 8, EIGHT_GPUS, min_cores=4)
     with pytest.raises(ConfigError, match=r"single_unique: 3 processes share node 0, which has only 2"):
         mapping(small, 3, mode="single_unique")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no sched_setaffinity on this OS")
+def test_more_processes_than_cores_runs_unpinned_with_shared_threads(tmp_path):
+    """The seed's defaults with 4 processes on 2 cores: a warning from local rank 0, no pinning, no error."""
+    import torch
+
+    allowed, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    sysfs = write_sysfs(tmp_path, sockets=1, nodes_per_socket=1, cores_per_node=max(allowed) + 1, threads=1)
+    lines: list[str] = []
+    world = 2 * len(allowed)  # always more processes than cores
+    try:
+        for rank in (0, 1):
+            assert apply_numa_mapping(NumaMappingConfig(), local_rank=rank, local_world_size=world, gpu=False,
+                                      sysfs_root=sysfs, log=lines.append) is None
+            assert os.sched_getaffinity(0) == allowed
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert len(lines) == 1 and lines[0].startswith(f"numa_mapping skipped, the {world} processes share CPUs"), lines
 
 
 @pytest.mark.parametrize("override, fragment", [

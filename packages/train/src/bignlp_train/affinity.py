@@ -259,14 +259,23 @@ def apply_numa_mapping(options: NumaMappingConfig, *, local_rank: int, local_wor
         per_device = gpu_numa_nodes(sysfs_root)
         if per_device:
             gpu_nodes = [per_device[r % len(per_device)] for r in range(local_world_size)]
-    cpus = map_cpus(topology, options, local_rank, local_world_size, gpu_nodes)
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))  # every rank: not the rank-0 log
+    import torch
+
+    try:
+        cpus = map_cpus(topology, options, local_rank, local_world_size, gpu_nodes)
+    except ConfigError as exc:
+        # The seed's defaults on a machine with fewer cores than processes (a laptop, a test box):
+        # run unpinned rather than refuse, but share the cores instead of oversubscribing them.
+        torch.set_num_threads(max(1, len(allowed) // local_world_size))
+        if local_rank == 0:
+            log(f"numa_mapping skipped, the {local_world_size} processes share CPUs {format_cpu_list(allowed)}: "
+                f"{exc.one_line()}")
+        return None
     if cpus == allowed:
         return cpus  # nothing to narrow (one process on the machine, say): no change, no line
     os.sched_setaffinity(0, cpus)
-    import torch
-
     torch.set_num_threads(len(cpus))
-    log = log or (lambda line: print(line, file=sys.stderr, flush=True))  # every rank: not the rank-0 log
     log(f"local rank {local_rank}/{local_world_size}: CPUs {format_cpu_list(os.sched_getaffinity(0))} "
         f"(numa_mapping mode={options.mode}, scope={options.scope}, cores={options.cores})")
     return cpus
