@@ -126,8 +126,12 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 
 
 def build_pipeline_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh, *, virtual: int = 1,
-                         sequence_parallel: bool = False, recompute: Recompute | None = None) -> PipelineModel:
-    """This rank's chunks of the GPT over ``mesh`` ("pp", "dp", "tp"), initialised as on one device."""
+                         sequence_parallel: bool = False, recompute: Recompute | None = None,
+                         param_dtype: torch.dtype | None = None) -> PipelineModel:
+    """This rank's chunks of the GPT over ``mesh`` ("pp", "dp", "tp"), initialised as on one device.
+
+    ``param_dtype`` (bf16) is FSDP's compute dtype when DP > 1; master weights stay fp32.
+    """
     pp, pp_rank = mesh["pp"].size(), mesh["pp"].get_local_rank()
     num_stages = pp * virtual
     stages = rank_stages(pp_rank, pp, virtual)
@@ -144,7 +148,7 @@ def build_pipeline_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh,
     for chunk in chunks:
         apply_ac(chunk, per_chunk)
         if dp_mesh.size() > 1:
-            apply_fsdp(chunk, dp_mesh)
+            apply_fsdp(chunk, dp_mesh, param_dtype=param_dtype)
         chunk.to_empty(device=device)
     model = PipelineModel(gpt, chunks, stages, num_stages)
     _init_like_one_device(gpt, model, device)

@@ -337,7 +337,8 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     pipeline = None
     if cfg.model.pipeline_model_parallel_size > 1:
         model = build_pipeline_model(arch, device, mesh, virtual=cfg.model.virtual_pipeline_size,
-                                     sequence_parallel=cfg.model.sequence_parallel, recompute=recompute_of(cfg))
+                                     sequence_parallel=cfg.model.sequence_parallel, recompute=recompute_of(cfg),
+                                     param_dtype=torch.bfloat16 if precision == "bf16" else None)
         pipeline = Pipeline(model, mesh, device, cfg.model.num_micro_batches // dp.size)
         n_params = count_parameters(arch)  # this rank holds a part
     else:
