@@ -163,7 +163,8 @@ def check_splits(cfg: TrainConfig, entries: list[BlendEntry]) -> list[bool]:
                 raise ConfigError(
                     f"{key}={data.splits_string!r} leaves the {name} split of {e.ref.prefix} with none of its "
                     f"{n} sequences",
-                    hint="give that split a larger share (e.g. '949,50,1'), or 0 to drop it",
+                    hint=f"give the {name} split at least 1/{n} of the total (now {bound[1] - bound[0]:.3g}), "
+                    "use a larger dataset, or give it 0 to drop it",
                 )
     return [b is not None for b in bounds]
 
