@@ -43,7 +43,7 @@ from .manifest import (
 )
 from .runenv import RunEnv, discover_run_env, expand_hostlist
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MANIFEST_NAME", "KINDS", "MEGATRON_DATASET", "GPT_CHECKPOINT",
