@@ -111,6 +111,17 @@ def test_killed_worker_gives_signal_exit_code():
     assert launch_local([sys.executable, "-c", script], 2, grace_s=2.0) == 128 + 9
 
 
+def test_ranks_stopping_early_finish_before_the_job_exits_75(tmp_path):
+    """A rank exiting 75 (checkpointed, stopping early) is not a crash: the others get to finish."""
+    done = tmp_path / "rank0-finished"
+    script = ("import os, sys, time\n"
+              "if os.environ['RANK'] == '0':\n"
+              f"    time.sleep(1.5)\n    open({str(done)!r}, 'w').close()\n"
+              "sys.exit(75)\n")
+    assert launch_local([sys.executable, "-c", script], 2, grace_s=5.0) == 75
+    assert done.exists(), "rank 0 was stopped before it finished"
+
+
 def test_bad_layout_is_one_line_before_workers_start(dataset, tmp_path):
     result = CliRunner().invoke(main, ["pretrain", "--config", "gpt3/tiny-cpu", "--nproc-per-node", "3",
                                        *tiny_overrides(dataset, tmp_path, "model.global_batch_size=8")])

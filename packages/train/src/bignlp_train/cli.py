@@ -72,6 +72,10 @@ def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, override
             ctx.exit(launch_local(argv, nproc_per_node))
         result = run_pretrain(cfg, log=lambda line: click.echo(line))
     if result.rank != 0:
+        # Every rank knows the stop (rank 0 decides for all): exit 75 too, so srun and the launcher
+        # see one retryable code instead of racing 0 against 75.
+        if result.stopped_early:
+            ctx.exit(RetryableError.exit_code)
         return
     before = "n/a (resumed)" if result.initial_val_loss is None else f"{result.initial_val_loss:.4f}"
     after = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"

@@ -16,7 +16,10 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
+from bignlp_contracts import RetryableError
+
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+RETRYABLE = RetryableError.exit_code  # a rank that stopped early and checkpointed: not a crash
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,6 +57,9 @@ def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
 def launch_local(argv: Sequence[str], nproc: int, *, grace_s: float = 10.0, poll_s: float = 0.1) -> int:
     """Run ``argv`` as ``nproc`` ranks of one job; return 0 if all succeed, else the first failure's code.
 
+    Exit code 75 (stopped early after a checkpoint, e.g. at trainer.max_time) is not a failure:
+    the other ranks get ``grace_s`` to finish too, then the job exits 75 for the requeue.
+
     SIGTERM/SIGUSR1/SIGINT sent to this process are passed on to every worker
     (Slurm preemption reaches the ranks that can checkpoint).
     """
@@ -68,14 +74,20 @@ def launch_local(argv: Sequence[str], nproc: int, *, grace_s: float = 10.0, poll
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
         procs.extend(subprocess.Popen(list(argv), env=worker_env(rank, nproc, port)) for rank in range(nproc))
+        retry_deadline = None  # ranks stopping early (75) leave together; rank 0 may still be printing
         while True:
             codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
+            failed = [c for c in codes if c not in (None, 0, RETRYABLE)]
             if failed:
                 _stop(procs, grace_s)
                 return _exit_code(failed[0])
-            if all(c == 0 for c in codes):
-                return 0
+            if all(c is not None for c in codes):
+                return RETRYABLE if RETRYABLE in codes else 0
+            if RETRYABLE in codes:
+                retry_deadline = retry_deadline or time.monotonic() + grace_s
+                if time.monotonic() > retry_deadline:
+                    _stop(procs, grace_s)
+                    return RETRYABLE
             time.sleep(poll_s)
     finally:
         _stop(procs, grace_s)
