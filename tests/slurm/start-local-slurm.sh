@@ -129,7 +129,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=${MUNGE_SOCKET}
+# cred_expire: how long a requeued job waits before it may start again (default 120 s): slurmd
+# refuses to relaunch a job id whose credential it revoked less than that ago ("Job credential revoked").
+AuthInfo=socket=${MUNGE_SOCKET},cred_expire=10
 MpiDefault=none
 MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
