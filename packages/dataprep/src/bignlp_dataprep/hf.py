@@ -18,10 +18,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bignlp_contracts import InputError
 
 from .tokenizers import require_file
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 BERT_EOD_TOKEN = "[SEP]"
 HF_EOD_TOKENS = ("<|endoftext|>", "</s>")  # tried in order when --eod-token is not given
@@ -43,7 +47,22 @@ def _read_wordpiece_vocab(path: Path) -> dict[str, int]:
     return vocab
 
 
-class BertWordPieceTokenizer:
+class _TokenizersBacked:
+    """Encoding and decoding through a ``tokenizers.Tokenizer`` held in ``self._tok``."""
+
+    _tok: Tokenizer
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids per text, without special tokens a post-processor would add ([CLS]/[SEP], BOS):
+        Megatron's ``tokenize``; end of document is appended by the caller."""
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` through the tokenizer's decoder (WordPiece joins ``##`` pieces)."""
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+
+class BertWordPieceTokenizer(_TokenizersBacked):
     """BERT WordPiece from a ``vocab.txt`` (Megatron's ``BertWordPieceLowerCase``/``BertWordPieceCase``)."""
 
     def __init__(self, vocab_file: str | os.PathLike, *, lower_case: bool) -> None:
@@ -66,20 +85,12 @@ class BertWordPieceTokenizer:
         self.eod_id = vocab[BERT_EOD_TOKEN]
         self.vocab_size = len(vocab)  # Megatron adds [BOS]/[EOS] on top at training time (2 more ids)
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """WordPiece ids per text, without [CLS]/[SEP] (Megatron's ``tokenize``)."""
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids``, ``##`` pieces joined to their word."""
-        return self._tok.decode(list(ids), skip_special_tokens=False)
-
     def files(self) -> dict[str, tuple[str, Path]]:
         """vocab.txt under a fixed name."""
         return {"vocab_file": ("vocab.txt", self.vocab_file)}
 
 
-class HuggingFaceTokenizer:
+class HuggingFaceTokenizer(_TokenizersBacked):
     """Any Hugging Face ``tokenizer.json``; special tokens in the text are matched as the file says."""
 
     type = "huggingface"
@@ -106,14 +117,6 @@ class HuggingFaceTokenizer:
         self.eod_token = found[0]
         self.eod_id = vocab[self.eod_token]
         self.vocab_size = max(self._tok.get_vocab_size(with_added_tokens=True), max(vocab.values()) + 1)
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Ids per text, without the post-processor's special tokens (no BOS/CLS added)."""
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` through the file's decoder."""
-        return self._tok.decode(list(ids), skip_special_tokens=False)
 
     def files(self) -> dict[str, tuple[str, Path]]:
         """tokenizer.json under a fixed name."""
