@@ -76,6 +76,12 @@ def resolve_dataset(path: str | os.PathLike, *, verify: str = "size") -> list[Da
         path = path.with_suffix("")
     if path.is_dir() and (path / MANIFEST_NAME).exists():
         artifact_dir, wanted = path, None
+    elif not path.exists() and not (path.parent / MANIFEST_NAME).exists() \
+            and not path.with_name(path.name + ".bin").exists():
+        # Neither an artifact directory nor a prefix with data: name the path the user gave.
+        raise ArtifactError(f"{path}: no such dataset (neither a directory nor {path.name}.bin)",
+                            hint="give a dataset artifact directory or its DIR/NAME_text_document prefix; "
+                                 f"produce one with: {MEGATRON_DATASET.produced_by}")
     else:
         artifact_dir, wanted = path.parent, path.name
     manifest = read_manifest(artifact_dir, MEGATRON_DATASET, verify=verify)
