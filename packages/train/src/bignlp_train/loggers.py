@@ -135,11 +135,8 @@ class WandbSink:
         self.run.finish()
 
 
-def open_sinks(cfg: TrainConfig, run_dir: Path, *, enabled: bool, resume_step: int | None = None) -> list[MetricSink]:
-    """The sinks ``cfg.exp_manager`` asks for (none where ``enabled`` is false: ranks other than 0).
-
-    Every rank checks that the packages are installed, so all stop with the same error line.
-    """
+def check_loggers(cfg: TrainConfig) -> None:
+    """The packages and API key file the requested loggers need (before any run dir is written)."""
     em = cfg.exp_manager
     if em.create_tensorboard_logger:
         _require("tensorboard", "tensorboard", "create_tensorboard_logger")
@@ -147,6 +144,15 @@ def open_sinks(cfg: TrainConfig, run_dir: Path, *, enabled: bool, resume_step: i
         _require("wandb", "wandb", "create_wandb_logger")
         if cfg.wandb_api_key_file:
             read_api_key(cfg.wandb_api_key_file)
+
+
+def open_sinks(cfg: TrainConfig, run_dir: Path, *, enabled: bool, resume_step: int | None = None) -> list[MetricSink]:
+    """The sinks ``cfg.exp_manager`` asks for (none where ``enabled`` is false: ranks other than 0).
+
+    Every rank checks that the packages are installed, so all stop with the same error line.
+    """
+    check_loggers(cfg)
+    em = cfg.exp_manager
     if not enabled:
         return []
     sinks: list[MetricSink] = []

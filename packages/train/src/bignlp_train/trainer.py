@@ -51,7 +51,7 @@ from .data import (
     micro_batches,
     resolve_blend,
 )
-from .loggers import attach_loggers
+from .loggers import attach_loggers, check_loggers
 from .model import GPT, GPTConfig, count_parameters, flops_per_token, lm_loss, num_parameters, padded_vocab_size
 from .optim import build_optimizer, lr_at, set_lr
 from .parallelize import Recompute, build_parallel_model, clip_grad_norm_
@@ -284,6 +284,7 @@ def evaluate(model: GPT, dataset, *, num_batches: int, cfg: TrainConfig, device:
 def plan_run(cfg: TrainConfig, world_size: int = 1) -> RunPlan:
     """Every check that needs neither a process group nor a model: layout, data, vocabulary, resume."""
     dp_size = check_parallel_layout(cfg.model, world_size)
+    check_loggers(cfg)
     entries = resolve_blend(cfg.model)
     check_splits(cfg, entries)
     tokenizer = blend_tokenizer(entries)
