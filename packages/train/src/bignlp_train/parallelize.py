@@ -37,6 +37,7 @@ from torch.distributed.tensor.parallel import (
 )
 
 from .model import GPT, GPTConfig, build_model
+from .sequence_parallel import ColwiseSequenceParallel
 
 
 def apply_tp(model: GPT, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
@@ -50,10 +51,12 @@ def apply_tp(model: GPT, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
     """
     stream = Shard(1) if sequence_parallel else Replicate()  # layout of the residual stream
     for layer in model.layers:
+        # With SP, the column-parallel linears keep only their 1/t sequence shard for backward.
+        colwise = ColwiseSequenceParallel() if sequence_parallel else ColwiseParallel(input_layouts=stream)
         plan = {
-            "self_attention.linear_qkv": ColwiseParallel(input_layouts=stream),
+            "self_attention.linear_qkv": colwise,
             "self_attention.linear_proj": RowwiseParallel(output_layouts=stream),
-            "mlp.linear_fc1": ColwiseParallel(input_layouts=stream),
+            "mlp.linear_fc1": colwise,
             "mlp.linear_fc2": RowwiseParallel(output_layouts=stream),
         }
         if sequence_parallel:
