@@ -189,7 +189,7 @@ def test_resume_drops_metrics_past_the_checkpoint_and_reports_at_max(dataset, tm
     assert all(r["step"] <= 3 for r in records(tmp_path, "train"))
 
 
-def test_bf16_autocast_trains_on_cpu(dataset, tmp_path):
+def test_bf16_trains_on_cpu(dataset, tmp_path):
     result, _ = run(dataset, tmp_path, "trainer.precision=bf16", "trainer.max_steps=2")
     assert result.step == 2 and result.final_val_loss is not None
 

@@ -53,7 +53,7 @@ class TrainerConfig:
     num_nodes: int = 1  # for the Slurm template; the world size is the number of processes started
     devices: int = 1  # processes (GPUs or CPU slots) per node, for the Slurm template
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    precision: int | str = 32  # 32 (fp32) or bf16 (autocast, fp32 master weights)
+    precision: int | str = 32  # 32 (fp32) or bf16 (bf16 compute, fp32 master weights and optimizer)
     max_steps: int = 100
     max_time: str | None = None  # "DD:HH:MM:SS": stop, validate and checkpoint when reached
     log_every_n_steps: int = 10

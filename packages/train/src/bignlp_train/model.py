@@ -77,6 +77,13 @@ class CoreAttention(nn.Module):
 
     A module of its own so that selective activation recomputation (``parallelize.apply_ac``)
     can recompute just this part: it is cheap in FLOPs but its activations are large.
+
+    ``F.scaled_dot_product_attention`` runs it wherever it has a fused kernel: on GPUs (flash or
+    memory-efficient attention, dropout included; nothing of size s² is kept for backward) and on
+    CPUs without dropout. With dropout on a CPU, SDPA falls back to its math path, which upcasts
+    16-bit inputs to fp32 and keeps fp32 copies of Q, K, V and three fp32 s² tensors; there this
+    module runs Megatron's unfused attention instead (``unfused_attention``): bf16 stays bf16 and
+    the dropout mask is 1 byte an element, the 5·a·s²·b bytes Korthikanti et al. count.
     """
 
     def __init__(self, cfg: GPTConfig) -> None:
@@ -86,10 +93,33 @@ class CoreAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         dropout_p = self.dropout_p if self.training else 0.0
+        if dropout_p > 0.0 and q.device.type == "cpu":
+            return unfused_attention(q, k, v, attention_mask, dropout_p)
         if attention_mask is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         # document-wise causal mask (reset_attention_mask); True = may attend
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout_p)
+
+
+def unfused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
+                      dropout_p: float) -> torch.Tensor:
+    """Attention as separate ops, each keeping what Megatron's unfused path keeps for backward.
+
+    q, k, v: (batch, heads, seq, kv). Kept: Q, K, V (one contiguous copy each), the softmax output,
+    the bool dropout mask and the dropped probabilities. The mask enters as an additive -inf bias in
+    the QKᵀ matmul (``baddbmm``, which keeps nothing for it). Softmax accumulates in fp32 whatever
+    the input dtype. Masked positions get probability 0; every row keeps its diagonal.
+    """
+    batch, heads, seq, kv = q.shape
+    q3, k3, v3 = (t.reshape(batch * heads, seq, kv) for t in (q, k, v))
+    if attention_mask is None:
+        allowed = torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril()
+    else:  # (batch, 1, seq, seq) → one bias per (batch, head)
+        allowed = attention_mask.expand(batch, heads, seq, seq).reshape(batch * heads, seq, seq)
+    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+    scores = torch.baddbmm(bias.expand(batch * heads, seq, seq), q3, k3.transpose(1, 2), alpha=kv ** -0.5)
+    probs = torch.native_dropout(torch.softmax(scores, dim=-1), dropout_p, True)[0]
+    return torch.bmm(probs, v3).view(batch, heads, seq, kv)
 
 
 class SelfAttention(nn.Module):

@@ -167,6 +167,10 @@ def apply_fsdp(model: GPT, dp_mesh: DeviceMesh, *, param_dtype: torch.dtype | No
     ``param_dtype`` (bf16 for ``trainer.precision=bf16``): parameters are gathered in it for
     forward and backward (half the all-gather traffic and compute memory), gradients are
     reduce-scattered in fp32, and the sharded master weights and optimizer state stay fp32.
+    This is how bf16 runs on every layout, a one-rank "dp" dim included: the whole forward is
+    bf16 (residual stream, LayerNorms, logits; the loss upcasts), as in Megatron's bf16 models,
+    and no autocast is needed. Autocast would keep fp32 weights' residual stream in fp32 and run
+    LayerNorm on fp32 copies: twice the activation memory (Korthikanti et al. count 16-bit).
     """
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     for layer in model.layers:
@@ -189,8 +193,8 @@ def build_parallel_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh 
                          param_dtype: torch.dtype | None = None) -> GPT:
     """The GPT on ``device``, parallelised over ``mesh`` (dims "dp", "tp"), initialised as on one device.
 
-    ``param_dtype``: FSDP's compute dtype for the parameters (see ``apply_fsdp``); without data
-    parallelism the fp32 weights are used under autocast as on one device.
+    ``param_dtype``: FSDP's compute dtype for the parameters (see ``apply_fsdp``), also over a
+    one-rank "dp" dim; None (fp32) applies FSDP only when DP > 1.
     """
     if mesh is None:
         model = build_model(cfg, device)
@@ -202,7 +206,7 @@ def build_parallel_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh 
     if tp_mesh.size() > 1:
         apply_tp(model, tp_mesh, sequence_parallel)
     apply_ac(model, recompute)
-    if dp_mesh.size() > 1:
+    if dp_mesh.size() > 1 or param_dtype is not None:
         apply_fsdp(model, dp_mesh, param_dtype=param_dtype)
     model.to_empty(device=device)
     model.init_weights(fill=_fill_full_then_shard)

@@ -130,7 +130,7 @@ def build_pipeline_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh,
                          param_dtype: torch.dtype | None = None) -> PipelineModel:
     """This rank's chunks of the GPT over ``mesh`` ("pp", "dp", "tp"), initialised as on one device.
 
-    ``param_dtype`` (bf16) is FSDP's compute dtype when DP > 1; master weights stay fp32.
+    ``param_dtype`` (bf16): FSDP's compute dtype, on any DP size (see ``apply_fsdp``); master weights stay fp32.
     """
     pp, pp_rank = mesh["pp"].size(), mesh["pp"].get_local_rank()
     num_stages = pp * virtual
@@ -147,7 +147,7 @@ def build_pipeline_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh,
     per_chunk = dataclasses.replace(recompute or Recompute(), num_stages=1)  # "block"/"uniform": per chunk
     for chunk in chunks:
         apply_ac(chunk, per_chunk)
-        if dp_mesh.size() > 1:
+        if dp_mesh.size() > 1 or param_dtype is not None:
             apply_fsdp(chunk, dp_mesh, param_dtype=param_dtype)
         chunk.to_empty(device=device)
     model = PipelineModel(gpt, chunks, stages, num_stages)
@@ -214,7 +214,7 @@ class Pipeline:
         # Training: the mean over micro-batches, as (loss / n).backward() accumulates without a pipeline.
         return lm_loss(logits, *_unpack_target(target)) / self._loss_divisor
 
-    def _run(self, batch: dict, run: Callable, autocast) -> torch.Tensor:
+    def _run(self, batch: dict, run: Callable) -> torch.Tensor:
         args = ()
         if self.model.has_first_stage:
             args = (batch["tokens"].to(self.device), batch["position_ids"].to(self.device))
@@ -225,8 +225,7 @@ class Pipeline:
         if self.model.has_last_stage:
             target = _pack_target(batch["labels"].to(self.device), batch["loss_mask"].to(self.device))
         losses: list[torch.Tensor] = []  # the last stage's, one per micro-batch
-        with autocast:
-            run(*args, target=target, losses=losses, **kwargs)
+        run(*args, target=target, losses=losses, **kwargs)
         if losses:
             total = torch.stack([loss.detach().float() for loss in losses]).sum() * self._loss_divisor
         else:
@@ -234,22 +233,22 @@ class Pipeline:
         dist.all_reduce(total, group=self.pp_group)  # only the last stage's is non-zero
         return total
 
-    def train_step(self, batch: dict, autocast) -> torch.Tensor:
+    def train_step(self, batch: dict) -> torch.Tensor:
         """Forward and backward over the whole local batch; return the mean micro-batch loss (all ranks).
 
         Gradients are accumulated over the micro-batches (FSDP reduces them once, after the last),
         then the tied embedding's two gradients are summed.
         """
         self._loss_divisor = self.num_micro_batches
-        total = self._run(batch, self.schedule.step, autocast)
+        total = self._run(batch, self.schedule.step)
         self.sum_tied_gradients()
         return total
 
     @torch.no_grad()
-    def eval_sum(self, batch: dict, autocast) -> torch.Tensor:
+    def eval_sum(self, batch: dict) -> torch.Tensor:
         """The sum of the micro-batch losses of ``batch``, forward only (all ranks)."""
         self._loss_divisor = 1
-        return self._run(batch, self.schedule.eval, autocast)
+        return self._run(batch, self.schedule.eval)
 
     @torch.no_grad()
     def sum_tied_gradients(self) -> None:

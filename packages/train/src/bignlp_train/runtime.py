@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import signal
 import threading
@@ -34,16 +33,22 @@ def pick_device(trainer: TrainerConfig, local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(env: RunEnv, device: torch.device, tensor_parallel_size: int,
-                     pipeline_parallel_size: int = 1) -> DeviceMesh | None:
+                     pipeline_parallel_size: int = 1, *, one_process_mesh: bool = False) -> DeviceMesh | None:
     """Join the job's process group (NCCL on GPUs, gloo on CPUs); return the ("pp", "dp", "tp") mesh.
 
     TP innermost (neighbouring ranks, the fastest links), PP outermost, as Megatron orders them.
 
-    None for a single process: no group, no mesh, the plain model.
+    A single process gets None (no group, no mesh: the plain model), or with ``one_process_mesh`` a
+    group of one over an in-memory store and a 1×1×1 mesh, for FSDP's bf16 mixed precision
+    (see ``parallelize.apply_fsdp``), so one process computes exactly as each rank of many does.
     """
-    if not env.is_distributed:
-        return None
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if not env.is_distributed:
+        if not one_process_mesh:
+            return None
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                                device_id=device if device.type == "cuda" else None)
+        return init_device_mesh(device.type, (1, 1, 1), mesh_dim_names=("pp", "dp", "tp"))
     dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}", rank=env.rank,
                             world_size=env.world_size, device_id=device if device.type == "cuda" else None)
     dp = env.world_size // (tensor_parallel_size * pipeline_parallel_size)
@@ -115,13 +120,6 @@ def check_precision(device: torch.device, precision: str) -> None:
             f"trainer.precision=bf16 but {torch.cuda.get_device_name(device)} has no bf16 support",
             hint="use trainer.precision=32",
         )
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for forward and loss (weights, grads and optimizer stay fp32), or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:

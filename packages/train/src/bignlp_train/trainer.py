@@ -59,7 +59,6 @@ from .pipeline import COPY_NAME, Pipeline, build_pipeline_model
 from .progress import Progress
 from .runtime import (
     StopSignals,
-    autocast,
     check_precision,
     device_name,
     init_distributed,
@@ -202,12 +201,11 @@ def check_resume_compatible(path: Path, arch: GPTConfig, entries: list[BlendEntr
             )
 
 
-def _forward_loss(model: GPT, batch: dict, device: torch.device, precision: str, eod_id: int,
+def _forward_loss(model: GPT, batch: dict, device: torch.device, eod_id: int,
                   reset_attention_mask: bool) -> torch.Tensor:
     tokens = batch["tokens"].to(device, non_blocking=True)
     mask = document_causal_mask(tokens, eod_id) if reset_attention_mask else None
-    with autocast(device, precision):
-        logits = model(tokens, batch["position_ids"].to(device, non_blocking=True), mask)
+    logits = model(tokens, batch["position_ids"].to(device, non_blocking=True), mask)  # bf16: FSDP casts
     return lm_loss(logits, batch["labels"].to(device, non_blocking=True), batch["loss_mask"].to(device))
 
 
@@ -235,8 +233,7 @@ def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: Tr
     n = cfg.model.num_micro_batches // dp.size
     if pipeline is not None:
         mbs = [next(batches) for _ in range(n)]
-        loss_sum = pipeline.train_step(_whole_batch(mbs, eod_id, cfg.model.data.reset_attention_mask),
-                                       autocast(device, cfg.trainer.precision_name))
+        loss_sum = pipeline.train_step(_whole_batch(mbs, eod_id, cfg.model.data.reset_attention_mask))
         copy = [p for name, p in model.named_parameters() if name == COPY_NAME]
         grad_norm = clip_grad_norm_(model.parameters(), clip, pipeline_group=pipeline.pp_group,
                                     uncounted=copy).item()
@@ -246,8 +243,7 @@ def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: Tr
         for i in range(n):
             if sync is not None:
                 sync(i == n - 1)
-            loss = _forward_loss(model, next(batches), device, cfg.trainer.precision_name, eod_id,
-                                 cfg.model.data.reset_attention_mask)
+            loss = _forward_loss(model, next(batches), device, eod_id, cfg.model.data.reset_attention_mask)
             (loss / n).backward()
             loss_sum += loss.detach()
         grad_norm = clip_grad_norm_(model.parameters(), clip).item()  # global: the same on every rank
@@ -271,11 +267,10 @@ def evaluate(model: GPT, dataset, *, num_batches: int, cfg: TrainConfig, device:
         n = cfg.model.num_micro_batches // dp.size
         for _ in range(num_batches):
             batch = _whole_batch([next(mbs) for _ in range(n)], eod_id, cfg.model.data.reset_attention_mask)
-            total += pipeline.eval_sum(batch, autocast(device, cfg.trainer.precision_name))
+            total += pipeline.eval_sum(batch)
             count += n
     for mb in mbs if pipeline is None else ():
-        total += _forward_loss(model, mb, device, cfg.trainer.precision_name, eod_id,
-                               cfg.model.data.reset_attention_mask)
+        total += _forward_loss(model, mb, device, eod_id, cfg.model.data.reset_attention_mask)
         count += 1
     model.train()
     return dp.mean(total, count)
@@ -314,7 +309,8 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     apply_numa_mapping(cfg.numa_mapping, local_rank=env.local_rank, local_world_size=env.local_world_size,
                        gpu=device.type == "cuda")  # pin before any heavy work; each rank says so on stderr
     check_precision(device, cfg.trainer.precision_name)
-    mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size, cfg.model.pipeline_model_parallel_size)
+    mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size, cfg.model.pipeline_model_parallel_size,
+                            one_process_mesh=cfg.trainer.precision_name == "bf16")
     try:
         dp = DataParallel()
         if mesh is not None and mesh["dp"].size() > 1:
@@ -360,7 +356,7 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     m, trainer = cfg.model, cfg.trainer
     pp_text = "" if pipeline is None else f", PP {m.pipeline_model_parallel_size}" + (
         f" × {m.virtual_pipeline_size} chunks (interleaved 1F1B)" if m.virtual_pipeline_size > 1 else " (1F1B)")
-    layout = "" if mesh is None else (f" × {mesh.size()} processes (DP {dp.size}, TP "
+    layout = "" if mesh is None or mesh.size() == 1 else (f" × {mesh.size()} processes (DP {dp.size}, TP "
                                       f"{m.tensor_model_parallel_size}{', SP' if m.sequence_parallel else ''}"
                                       f"{pp_text})")
     log(f"model: {n_params:,} parameters, {arch.num_layers} layers, hidden {arch.hidden_size}, "
