@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from bignlp_contracts import ConfigError
 from bignlp_train.cli import main
-from bignlp_train.config import TrainConfig, load_train_config, parse_max_time, shipped_configs
+from bignlp_train.config import TrainConfig, check_parallel_layout, load_train_config, parse_max_time, shipped_configs
 
 
 def test_defaults_are_valid():
@@ -114,3 +114,11 @@ def test_parallel_layout_is_checked_against_the_world_size():
         cfg.model.data_parallel_size(8)  # DP 4: 4 × 4 does not divide 8
     assert "model.global_batch_size=8 is not a multiple of model.micro_batch_size=4 × data-parallel size 4" in (
         err.value.one_line())
+
+
+def test_sequence_parallel_needs_a_sequence_that_divides_by_tp():
+    odd = ["model.encoder_seq_length=127", "model.data.seq_length=127", "model.tensor_model_parallel_size=2"]
+    assert check_parallel_layout(load_train_config("gpt3/tiny-cpu", odd).model, 2) == 1  # without SP it is fine
+    with pytest.raises(ConfigError) as err:
+        check_parallel_layout(load_train_config("gpt3/tiny-cpu", [*odd, "model.sequence_parallel=true"]).model, 2)
+    assert "model.seq_length=127 is not divisible by model.tensor_model_parallel_size=2" in err.value.one_line()

@@ -388,9 +388,10 @@ def check_parallel_layout(model: ModelConfig, world_size: int) -> int:
     """Check the parallel layout against ``world_size`` processes; return the data-parallel size.
 
     A pure function of the config and the world size (seed section 5.7): world size = TP × PP × DP,
-    heads % TP, layers % (PP × virtual), GBS % (MBS × DP), and with PP enough micro-batches to fill
-    the pipeline (at least PP; a multiple of PP when interleaved). Training calls it before any process group exists,
-    so a bad layout costs one line, not a hang; the config tests call it for every shipped config.
+    heads % TP, seq_length % TP with sequence parallelism, layers % (PP × virtual), GBS % (MBS × DP),
+    and with PP enough micro-batches to fill the pipeline (at least PP; a multiple of PP when
+    interleaved). Training calls it before any process group exists, so a bad layout costs one
+    line, not a hang; the config tests call it for every shipped config.
     """
     tp, pp = model.tensor_model_parallel_size, model.pipeline_model_parallel_size
     if world_size % (tp * pp):
@@ -403,6 +404,11 @@ def check_parallel_layout(model: ModelConfig, world_size: int) -> int:
         raise ConfigError(
             f"model.num_attention_heads={model.num_attention_heads} is not divisible by "
             f"model.tensor_model_parallel_size={tp}", hint="each tensor-parallel rank computes whole attention heads")
+    if model.sequence_parallel and tp > 1 and model.seq_length % tp:
+        raise ConfigError(
+            f"model.seq_length={model.seq_length} is not divisible by model.tensor_model_parallel_size={tp}, "
+            "as model.sequence_parallel=true needs", hint="each tensor-parallel rank holds an equal slice of the "
+            "sequence: pick a sequence length that divides, or set model.sequence_parallel=false")
     virtual = model.virtual_pipeline_size
     if model.num_layers % pp:
         raise ConfigError(
