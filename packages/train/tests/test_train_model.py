@@ -108,3 +108,42 @@ def test_document_mask_blocks_attention_across_eod(model):
         a = model(tokens, attention_mask=mask)
         b = model(changed, attention_mask=document_causal_mask(changed, 255))
     assert torch.equal(a[:, 8:], b[:, 8:])  # the second document never sees the first
+
+
+def _saved_storages(fn) -> list[torch.Tensor]:
+    """The distinct storages autograd keeps for backward while ``fn`` runs."""
+    kept: dict[int, torch.Tensor] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept.setdefault(t.untyped_storage().data_ptr(), t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return list(kept.values())
+
+
+@pytest.mark.parametrize("document_mask", [False, True])
+def test_cpu_attention_with_dropout_keeps_what_megatron_keeps(document_mask):
+    # SDPA's CPU math fallback (dropout > 0) would keep fp32 copies of q, k, v and three fp32 s² tensors
+    from bignlp_train.data import document_causal_mask
+    from bignlp_train.model import CoreAttention, unfused_attention
+
+    b, a, s, d = 2, 3, 32, 8
+    qkv = torch.randn(b, s, a, 3 * d, dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = (t.transpose(1, 2) for t in qkv.split(d, dim=-1))
+    core = CoreAttention(GPTConfig(vocab_size=8, max_position_embeddings=s, num_layers=1, hidden_size=a * d,
+                                   num_attention_heads=a, ffn_hidden_size=4, kv_channels=d, attention_dropout=0.5))
+    mask = document_causal_mask(torch.randint(0, 4, (b, s)), 0) if document_mask else None
+    out = []
+    saved = _saved_storages(lambda: out.append(core.train()(q, k, v, mask)))
+    squares = sorted(str(t.dtype) for t in saved if t.numel() == b * a * s * s)
+    assert squares == ["torch.bfloat16", "torch.bfloat16", "torch.bool"]  # softmax out, dropped out, 1-byte mask
+    assert sum(t.untyped_storage().nbytes() for t in saved) == 5 * a * s * s * b + 3 * 2 * s * b * a * d  # + q, k, v
+    assert out[0].dtype == torch.bfloat16
+    out[0].float().sum().backward()
+    assert torch.isfinite(qkv.grad.float()).all()
+    with torch.no_grad():  # without dropout the unfused path computes what SDPA computes
+        q32, k32, v32 = q.float(), k.float(), v.float()
+        fused = core.eval()(q32, k32, v32, mask)  # SDPA
+        assert torch.allclose(unfused_attention(q32, k32, v32, mask, 0.0), fused, atol=1e-6)
