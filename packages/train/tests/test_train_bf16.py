@@ -8,6 +8,7 @@ amplifies those last-bit differences. Measured here (tiny model, 10 steps, dropo
 relative in the loss (it was 8.9e-4 when one process ran autocast over fp32 weights); the tolerance
 is 2^-11 ≈ 4.9e-4, a quarter of bf16's unit roundoff. For scale, the bf16 and fp32 single-process
 curves differ by up to 6.6e-4. The fp32 curves keep their 1e-5 equality (test_train_parallel.py).
+PP=2 and TP=2+SP in bf16 are held to the same tolerance.
 """
 
 from __future__ import annotations
@@ -46,3 +47,18 @@ def test_dp2_bf16_curve_tracks_single_process(dataset, tmp_path):
                if isinstance(m, TensorStorageMetadata) and k.startswith(("model.", "optim.state."))}
     assert any(k.endswith(".exp_avg_sq") for k in tensors) and any(k.startswith("model.") for k in tensors)
     assert {str(d) for d in tensors.values()} == {"torch.float32"}, tensors
+
+
+@pytest.mark.parametrize("layout, banner", [
+    (("model.pipeline_model_parallel_size=2",), "(DP 1, TP 1, PP 2 (1F1B))"),
+    (("model.tensor_model_parallel_size=2", "model.sequence_parallel=true"), "(DP 1, TP 2, SP)"),
+], ids=["pp2", "tp2-sp"])
+def test_bf16_pipeline_and_tensor_parallel_track_single_process(dataset, tmp_path, layout, banner):
+    # FSDP's bf16 over a one-rank "dp" dim under each pipeline chunk or around the DTensor TP layers
+    pretrain(dataset, tmp_path / "single", "trainer.precision=bf16", "trainer.limit_val_batches=0")
+    out = pretrain(dataset, tmp_path / "par", "trainer.precision=bf16", "trainer.limit_val_batches=0", *layout, nproc=2)
+    assert banner in out.stdout
+    single, par = curve(tmp_path / "single"), curve(tmp_path / "par")
+    assert sorted(par) == list(range(1, 11))
+    for step in par:
+        assert par[step][0] == pytest.approx(single[step][0], rel=BF16_RTOL), (step, par[step], single[step])
