@@ -86,6 +86,11 @@ def test_pipeline_dataprep_array_finalize_train_on_two_nodes(slurm_env: dict[str
     assert sorted(d["prefix"] for d in dataset.summary["datasets"]) == [
         "custom_00_text_document", "custom_01_text_document"]
     assert dataset.producer.slurm["job_id"] == ids["finalize"], dataset.producer
+    # each input names the array task that preprocessed it
+    tasks = {i["item"]: i["slurm"] for i in dataset.inputs}
+    assert {t["array_job_id"] for t in tasks.values()} == {ids["dataprep"]}, tasks
+    assert sorted(t["array_task_id"] for t in tasks.values()) == [0, 1], tasks
+    assert all(t["job_id"].isdigit() and t["nodelist"] for t in tasks.values()), tasks
 
     # Training ran as 2 tasks on 2 nodes that met over gloo, and its checkpoint names the job.
     train = job_fields(slurm_env, ids["train"])

@@ -296,7 +296,10 @@ def finalize(cfg: Recipe, *, config_name: str = "CONFIG") -> Manifest:
         "elapsed_s": round(elapsed, 3),  # preprocessing time summed over items
         "mb_per_s": round(input_bytes / 1e6 / max(elapsed, 1e-9), 3),
     }
-    inputs = [{"item": item.id, "source": item.source, **rec} for item in items for rec in markers[item.id]["inputs"]]
+    # each input names the job that preprocessed it (an array task), when that ran under Slurm
+    inputs = [{"item": item.id, "source": item.source, **rec,
+               **({"slurm": markers[item.id]["slurm"]} if markers[item.id].get("slurm") else {})}
+              for item in items for rec in markers[item.id]["inputs"]]
     hashes = {rel: meta["sha256"] for rel, meta in files.items() if "sha256" in meta}
     manifest = write_manifest(
         cfg.root, MEGATRON_DATASET, producer=producer(), files=[*files, *tok_files.values(), CONFIG_NAME],

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bignlp_contracts import ConfigError, atomic_write_text
+from bignlp_contracts import ConfigError, atomic_write_text, slurm_job_record
 
 T = TypeVar("T")
 MARKERS_DIR = ".bignlp-done"
@@ -100,8 +100,14 @@ def read_marker(data_dir: str | os.PathLike, step: str, item: str) -> dict[str, 
 
 
 def write_marker(data_dir: str | os.PathLike, step: str, item: str, content: Mapping[str, Any]) -> None:
-    """Record that ``item`` finished ``step``; call only after its output is complete on disk."""
+    """Record that ``item`` finished ``step``; call only after its output is complete on disk.
+
+    Under Slurm the marker also names the job (array task) that did the work (``slurm``).
+    """
     record = {"step": step, "item": item, **content}
+    job = slurm_job_record()
+    if job is not None:
+        record["slurm"] = job
     atomic_write_text(marker_path(data_dir, step, item), json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
