@@ -55,6 +55,21 @@ class GreedyCommand(click.Command):
         return super().parse_args(ctx, expand_greedy(args, self.greedy))
 
 
+def _echo_skipped(summary: dict) -> None:
+    """The bad lines on_error=skip dropped, by reason (nothing when none were)."""
+    if skipped := {k: n for k, n in summary.get("skipped", {}).items() if n}:
+        click.echo(f"skipped {sum(skipped.values()):,} line(s): " + ", ".join(f"{k} {n:,}" for k, n in skipped.items()))
+
+
+def _echo_artifact(manifest, artifact_dir: Path) -> None:
+    """The artifact directory and its .bin/.idx paths."""
+    from .preprocess import artifact_paths
+
+    click.echo(f"artifact: {artifact_dir}")
+    for path in artifact_paths(manifest, artifact_dir):
+        click.echo(f"  {path}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name=PROG)
 def main() -> None:
@@ -134,7 +149,6 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
           --output-prefix data/pile --json-keys text --tokenizer-type gpt2-bpe \\
           --vocab-file gpt2/vocab.json --merges-file gpt2/merges.txt --append-eod --workers 16
     """
-    from .preprocess import artifact_paths
     from .preprocess import preprocess as run_preprocess
 
     for item in overrides:
@@ -148,12 +162,8 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
     per_doc = s["num_tokens"] / s["num_documents"] if s["num_documents"] else 0.0
     click.echo(f"{s['num_documents']:,} documents, {s['num_tokens']:,} tokens ({per_doc:,.1f} tokens/doc), "
                f"{s['input_bytes'] / 1e6:,.2f} MB in {s['elapsed_s']:.1f} s ({s['mb_per_s']:.2f} MB/s)")
-    artifact_dir = Path(cfg.output_prefix).parent
-    if skipped := {k: n for k, n in s.get("skipped", {}).items() if n}:
-        click.echo(f"skipped {sum(skipped.values()):,} line(s): " + ", ".join(f"{k} {n:,}" for k, n in skipped.items()))
-    click.echo(f"artifact: {artifact_dir}")
-    for path in artifact_paths(manifest, artifact_dir):
-        click.echo(f"  {path}")
+    _echo_skipped(s)
+    _echo_artifact(manifest, Path(cfg.output_prefix).parent)
 
 
 @main.command("train-tokenizer", cls=GreedyCommand)
@@ -277,9 +287,7 @@ def run(config_name: str, step: str, rank: int | None, world_size: int | None, o
         s = report.manifest.summary
         click.echo(f"artifact: {cfg.root} ({len(s['datasets'])} datasets, {s['num_documents']:,} documents, "
                    f"{s['num_tokens']:,} tokens)")
-        if skipped := {k: n for k, n in s.get("skipped", {}).items() if n}:
-            click.echo(f"skipped {sum(skipped.values()):,} line(s): "
-                       + ", ".join(f"{k} {n:,}" for k, n in skipped.items()))
+        _echo_skipped(s)
     elif world_size > 1 and "finalize" not in steps:
         click.echo(f"when every share is done: bignlp-dataprep run --config {config_name} --step finalize ...")
 
@@ -307,7 +315,6 @@ def merge(inputs: tuple[str, ...], output_prefix: str) -> None:
         bignlp-dataprep merge --input parts/p0 parts/p1 --output-prefix data/pile
     """
     from .merge import MergeConfig, merge_datasets
-    from .preprocess import artifact_paths
 
     with exit_on_error(PROG):
         cfg = MergeConfig(input=inputs, output_prefix=output_prefix)
@@ -315,10 +322,7 @@ def merge(inputs: tuple[str, ...], output_prefix: str) -> None:
     s = manifest.summary
     click.echo(f"merged {len(s['merged_from'])} pair(s): {s['num_documents']:,} documents, {s['num_tokens']:,} tokens "
                f"in {s['elapsed_s']:.1f} s")
-    artifact_dir = Path(output_prefix).parent
-    click.echo(f"artifact: {artifact_dir}")
-    for path in artifact_paths(manifest, artifact_dir):
-        click.echo(f"  {path}")
+    _echo_artifact(manifest, Path(output_prefix).parent)
 
 
 @main.command()

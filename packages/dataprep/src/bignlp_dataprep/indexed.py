@@ -86,17 +86,26 @@ class IndexedDatasetWriter:
 
     def write_index(self, idx_file: BinaryIO) -> None:
         """Write the ``.idx`` for every document added."""
-        lengths = self.sequence_lengths.astype("<i4")
-        pointers = np.zeros(len(lengths), dtype="<i8")
-        np.cumsum(lengths[:-1].astype(np.int64) * self.dtype.itemsize, out=pointers[1:])
         counts = np.concatenate(self._doc_counts) if self._doc_counts else np.zeros(0, np.int64)
         doc_index = np.zeros(len(counts) + 1, dtype="<i8")
         np.cumsum(counts, out=doc_index[1:])
-        code = DTYPE_CODES[self.dtype.newbyteorder("=")]
-        idx_file.write(_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, code, len(lengths), len(doc_index)))
-        idx_file.write(lengths.tobytes())
-        idx_file.write(pointers.tobytes())
-        idx_file.write(doc_index.tobytes())
+        write_index(idx_file, self.dtype, self.sequence_lengths, doc_index)
+
+
+def write_index(
+    idx_file: BinaryIO, dtype: np.dtype, sequence_lengths: np.ndarray, document_indices: np.ndarray
+) -> None:
+    """Write a ``.idx``: the header, ``sequence_lengths``, byte pointers computed from them (``.bin`` in
+    ``dtype``, sequences back to back) and ``document_indices`` (documents + 1 entries, starting at 0)."""
+    dtype = np.dtype(dtype)
+    lengths = np.asarray(sequence_lengths).astype("<i4")
+    pointers = np.zeros(len(lengths), dtype="<i8")
+    np.cumsum(lengths[:-1].astype(np.int64) * dtype.itemsize, out=pointers[1:])
+    docs = np.asarray(document_indices).astype("<i8")
+    code = DTYPE_CODES[dtype.newbyteorder("=")]
+    idx_file.write(_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, code, len(lengths), len(docs)))
+    for part in (lengths, pointers, docs):
+        idx_file.write(part.tobytes())
 
 
 @dataclass(frozen=True)

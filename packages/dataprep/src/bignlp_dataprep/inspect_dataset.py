@@ -12,7 +12,7 @@ import numpy as np
 from bignlp_contracts import ArtifactError, ConfigError, atomic_write_bytes, resolve_dataset
 
 from .indexed import IndexedDatasetReader
-from .tokenizers import TokenizerSpec, build_tokenizer
+from .tokenizers import TOKENIZER_FILE_KEYS, TokenizerSpec, build_tokenizer
 
 
 def inspect_dataset(path: str | os.PathLike, *, num_show: int = 0) -> dict[str, Any]:
@@ -25,8 +25,7 @@ def inspect_dataset(path: str | os.PathLike, *, num_show: int = 0) -> dict[str, 
     tok = refs[0].tokenizer
     tokenizer = None
     if num_show:
-        files = {k: str(refs[0].tokenizer_file(k) or "") or None
-                 for k in ("vocab_file", "merges_file", "tokenizer_model", "tokenizer_file")}
+        files = {k: str(refs[0].tokenizer_file(k) or "") or None for k in TOKENIZER_FILE_KEYS}
         spec = TokenizerSpec(tok["type"], **files, eod_token=(refs[0].manifest.config or {}).get("eod_token"))
         tokenizer = build_tokenizer(spec)
     datasets = []

@@ -35,7 +35,6 @@ from bignlp_contracts import (
     DatasetRef,
     InputError,
     Manifest,
-    atomic_write_bytes,
     dataset_prefix_name,
     input_record,
     remove_manifest,
@@ -47,10 +46,10 @@ from bignlp_contracts import (
 from bignlp_contracts.manifest import MANIFEST_NAME, sha256_file
 
 from .encode import SKIP_REASONS
-from .indexed import _HEADER, DTYPE_CODES, INDEX_MAGIC, INDEX_VERSION, IndexedDatasetReader
-from .preprocess import CONFIG_NAME, _open_output, check_artifact_dir, file_mode, producer
+from .indexed import IndexedDatasetReader, write_index
+from .preprocess import CONFIG_NAME, _open_output, check_artifact_dir, copy_files, file_mode, producer
+from .tokenizers import TOKENIZER_FILE_KEYS
 
-TOKENIZER_FILE_KEYS = ("vocab_file", "merges_file", "tokenizer_model", "tokenizer_file")
 COPY_CHUNK = 16 << 20
 
 
@@ -161,14 +160,8 @@ def merge_datasets(cfg: MergeConfig, *, progress: bool = False) -> Manifest:
                           f"{shutil.disk_usage(artifact_dir).free / 1e6:,.1f} MB free; the partial files were removed",
                           hint="free space or choose another --output-prefix directory") from None
     first = next(iter(groups.values()))[0]
-    tok_files = {}
-    for key in TOKENIZER_FILE_KEYS:
-        source = first.tokenizer_file(key)
-        if source is not None:
-            rel = str(first.tokenizer[key])
-            atomic_write_bytes(artifact_dir / rel, source.read_bytes())
-            os.chmod(artifact_dir / rel, mode)
-            tok_files[key] = rel
+    tok_files = copy_files({key: (str(first.tokenizer[key]), source) for key in TOKENIZER_FILE_KEYS
+                            if (source := first.tokenizer_file(key)) is not None}, artifact_dir)
     save_config(cfg, artifact_dir / CONFIG_NAME)
     os.chmod(artifact_dir / CONFIG_NAME, mode)
     manifests = {str(r.artifact_dir.resolve()): r.manifest for refs in groups.values() for r in refs}
@@ -211,19 +204,13 @@ def _merge_pair(stack: contextlib.ExitStack, refs: list[DatasetRef], out: Path, 
                 sha.update(chunk)
                 advance(len(chunk))
     lengths = np.concatenate([r.sequence_lengths for r in readers]).astype("<i4")
-    pointers = np.zeros(len(lengths), dtype="<i8")
-    np.cumsum(lengths[:-1].astype(np.int64) * dtype.itemsize, out=pointers[1:])
     doc_index = [np.zeros(1, "<i8")]
     offset = 0
     for r in readers:
         doc_index.append(r.document_indices[1:].astype("<i8") + offset)
         offset += len(r.sequence_lengths)
     docs = np.concatenate(doc_index)
-    idx_file = _open_output(stack, Path(f"{out}.idx"), mode)
-    code = DTYPE_CODES[dtype.newbyteorder("=")]
-    idx_file.write(_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, code, len(lengths), len(docs)))
-    for part in (lengths, pointers, docs):
-        idx_file.write(part.tobytes())
+    write_index(_open_output(stack, Path(f"{out}.idx"), mode), dtype, lengths, docs)
     entry = {"num_documents": len(docs) - 1, "num_sequences": len(lengths), "num_tokens": int(lengths.sum()),
              "dtype": dtype.newbyteorder("=").name}
     return entry, sha.hexdigest()

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -191,13 +192,18 @@ def write_pairs(
 
 def copy_tokenizer_files(tokenizer: Tokenizer, artifact_dir: Path) -> dict[str, str]:
     """Copy the tokenizer's files to ``artifact_dir/tokenizer/``; summary key → relative path."""
-    tok_files = {}
-    for key, (filename, source) in tokenizer.files().items():
-        rel = f"{TOKENIZER_DIR}/{filename}"
+    return copy_files({key: (f"{TOKENIZER_DIR}/{filename}", Path(source))
+                       for key, (filename, source) in tokenizer.files().items()}, artifact_dir)
+
+
+def copy_files(files: Mapping[str, tuple[str, Path]], artifact_dir: Path) -> dict[str, str]:
+    """Copy each ``key: (relative path, source)`` to ``artifact_dir/<relative path>`` atomically, readable
+    as ``file_mode`` allows; key → relative path."""
+    mode = file_mode()
+    for rel, source in files.values():
         atomic_write_bytes(artifact_dir / rel, Path(source).read_bytes())
-        os.chmod(artifact_dir / rel, file_mode())
-        tok_files[key] = rel
-    return tok_files
+        os.chmod(artifact_dir / rel, mode)
+    return {key: rel for key, (rel, _source) in files.items()}
 
 
 def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:

@@ -66,6 +66,10 @@ class Tokenizer(Protocol):
         """Files to copy into the artifact: summary key → (file name under tokenizer/, source path)."""
 
 
+# The TokenizerSpec fields (and dataset summary.tokenizer keys) that name a tokenizer's files, in a fixed order.
+TOKENIZER_FILE_KEYS = ("vocab_file", "merges_file", "tokenizer_model", "tokenizer_file")
+
+
 @dataclass(frozen=True)
 class TokenizerSpec:
     """The tokenizer part of a config: a type and the files it is built from."""
@@ -79,7 +83,7 @@ class TokenizerSpec:
 
     def paths(self) -> list[str]:
         """The files this tokenizer is built from (what its output depends on), in a fixed order."""
-        return [p for p in (self.vocab_file, self.merges_file, self.tokenizer_model, self.tokenizer_file) if p]
+        return [p for p in (getattr(self, key) for key in TOKENIZER_FILE_KEYS) if p]
 
 
 def build_tokenizer(spec: TokenizerSpec) -> Tokenizer:
