@@ -111,19 +111,18 @@ def measure(
         buffers.call(group, src)
     _sync(device)
     dist.barrier(group=group)
-    cuda = device.type == "cuda"
-    events = []
+    # CUDA events only when the waits are asked for: the sweep's timed loop records none.
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(iters)] if with_waits and device.type == "cuda" else []
     inside = 0.0
     start = time.perf_counter()
-    for _ in range(iters):
+    for i in range(iters):
         if delay_s:
             time.sleep(delay_s)
-        if cuda:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
+        if events:
+            events[i][0].record()
             buffers.call(group, src)
-            end.record()
-            events.append((begin, end))
+            events[i][1].record()
         else:
             t0 = time.perf_counter()
             buffers.call(group, src)
@@ -134,7 +133,7 @@ def measure(
     t = float(elapsed.item())
     waits = None
     if with_waits:
-        if cuda:
+        if events:
             inside = sum(b.elapsed_time(e) for b, e in events) / 1000  # ms -> s
         mine = torch.tensor([inside / iters * 1e6], dtype=torch.float64, device=device)
         found = [torch.zeros_like(mine) for _ in range(n)]

@@ -22,16 +22,21 @@ MB = 1024 * KB
 GB = 1024 * MB
 
 
+def check_collective(op: str) -> None:
+    """One-line ConfigError unless ``op`` is one of :data:`COLLECTIVES`."""
+    if op not in COLLECTIVES:
+        raise ConfigError(f"unknown collective {op!r}; known: {', '.join(COLLECTIVES)}")
+
+
 def bus_factor(op: str, num_ranks: int) -> float:
     """The busbw/algbw ratio of ``op`` on ``num_ranks`` ranks."""
+    check_collective(op)
     n = num_ranks
     if op == "all_reduce":
         return 2 * (n - 1) / n
     if op in ("all_gather", "reduce_scatter"):
         return (n - 1) / n
-    if op == "broadcast":
-        return 1.0
-    raise ConfigError(f"unknown collective {op!r}; known: {', '.join(COLLECTIVES)}")
+    return 1.0  # broadcast
 
 
 def algbw_gbps(size_bytes: int, time_s: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -211,16 +212,13 @@ def worker(num_nodes, **params) -> None:
         sys.exit(1)
 
 
-class _quiet_errors:
+@contextlib.contextmanager
+def _quiet_errors():
     """Ranks other than 0 exit with the error's code without repeating rank 0's message."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and issubclass(exc_type, BigNLPError):
-            raise SystemExit(exc.exit_code) from None
-        return False
+    try:
+        yield
+    except BigNLPError as exc:
+        raise SystemExit(exc.exit_code) from None
 
 
 @main.command()

@@ -29,6 +29,7 @@ def round_robin(nodes: list[str]) -> list[list[tuple[str, str]]]:
     players: list[str | None] = list(nodes)
     if len(players) < 2:
         return []
+    order = {name: i for i, name in enumerate(nodes)}
     if len(players) % 2:
         players.append(None)  # the node paired with None rests this round
     n = len(players)
@@ -38,7 +39,7 @@ def round_robin(nodes: list[str]) -> list[list[tuple[str, str]]]:
         for i in range(n // 2):
             a, b = players[i], players[n - 1 - i]
             if a is not None and b is not None:
-                pairs.append((a, b) if nodes.index(a) < nodes.index(b) else (b, a))
+                pairs.append((a, b) if order[a] < order[b] else (b, a))
         rounds.append(pairs)
         players = [players[0], players[-1], *players[1:-1]]  # keep the first fixed, rotate the rest
     return rounds
@@ -85,9 +86,13 @@ class NodeVerdict:
 def judge_nodes(pairs: list[PairResult], nodes: list[str], threshold_gbps: float) -> list[NodeVerdict]:
     """Apply the blame and more-than-half rules to every node (see the module docstring)."""
     blame = {p.nodes: blamed(p, threshold_gbps) for p in pairs}
+    by_node: dict[str, list[PairResult]] = {}
+    for p in pairs:  # one pass, not one scan of every pair per node
+        for n in p.nodes:
+            by_node.setdefault(n, []).append(p)
     verdicts = []
     for node in nodes:
-        mine = [p for p in pairs if node in p.nodes]
+        mine = by_node.get(node, [])
         if not mine:
             verdicts.append(NodeVerdict(node, None, 0, 0, False, "no pair test (a single node)"))
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 from bignlp_contracts import ConfigError, expand_hostlist
@@ -29,7 +30,7 @@ def check_request(num_nodes: int, nodelist: str | None, partition: str | None) -
         raise ConfigError(f"--nodes must be at least 1, got {num_nodes}")
     hosts = expand_hostlist(nodelist) if nodelist else None
     if hosts is not None:
-        dupes = sorted({h for h in hosts if hosts.count(h) > 1})
+        dupes = sorted(h for h, count in Counter(hosts).items() if count > 1)
         if dupes:
             raise ConfigError(f"--nodelist {nodelist!r} names {', '.join(dupes)} more than once")
         if num_nodes > len(hosts):

@@ -21,7 +21,7 @@ from bignlp_contracts import ConfigError, RunEnv
 
 from . import __version__
 from .bench import measure, pick_backend
-from .busbw import COLLECTIVES, human_size, message_sizes
+from .busbw import COLLECTIVES, check_collective, human_size, message_sizes
 from .csp import get_csp
 from .diag import NOT_AVAILABLE, Diagnosis, diagnose
 from .pairwise import PairResult, blamed, judge_nodes, round_robin
@@ -63,8 +63,7 @@ class ValidateOptions:
         if self.threshold <= 0:
             raise ConfigError(f"--threshold-gbps must be positive, got {self.threshold:g}")
         for op in self.ops:
-            if op not in COLLECTIVES:
-                raise ConfigError(f"unknown collective {op!r}; known: {', '.join(COLLECTIVES)}")
+            check_collective(op)
         if self.expected_nodes is not None and self.expected_nodes < 1:
             raise ConfigError(f"--nodes must be at least 1, got {self.expected_nodes}")
         parse_slow_node(self.slow_node)
