@@ -106,16 +106,13 @@ def parse_cpu_list(text: str) -> list[int]:
 
 def format_cpu_list(cpus: Iterable[int]) -> str:
     """The inverse of ``parse_cpu_list``: [0, 1, 2, 5] -> ``"0-2,5"``."""
-    parts: list[str] = []
-    run: list[int] = []
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive CPUs
     for cpu in sorted(set(cpus)):
-        if run and cpu != run[-1] + 1:
-            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = []
-        run.append(cpu)
-    if run:
-        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(parts)
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(f"{lo}-{hi}" if hi > lo else str(lo) for lo, hi in runs)
 
 
 def read_topology(sysfs_root: str | Path = "/sys") -> Topology:

@@ -36,6 +36,7 @@ from bignlp_contracts import (
     GPT_CHECKPOINT,
     MANIFEST_NAME,
     ArtifactError,
+    Manifest,
     Producer,
     atomic_directory,
     checkpoint_dir_name,
@@ -237,11 +238,10 @@ def _vocab_rows_mismatch(path: Path, sd: dict, saved: dict, prefix: str = "") ->
     return found
 
 
-def _real_vocab_size(path: Path) -> int:
-    """The checkpoint's unpadded vocabulary: model.tokenizer.vocab_size if it was set, else the dataset's."""
-    manifest = read_manifest(path, GPT_CHECKPOINT, verify="none")
+def saved_vocab_size(manifest: Manifest) -> int | None:
+    """A checkpoint's unpadded vocabulary: model.tokenizer.vocab_size if it was set, else the dataset's."""
     configured = manifest.config.get("model", {}).get("tokenizer", {}).get("vocab_size")
-    return int(configured or manifest.summary["tokenizer"]["vocab_size"])
+    return configured or manifest.summary.get("tokenizer", {}).get("vocab_size")
 
 
 @torch.no_grad()
@@ -250,7 +250,7 @@ def _repad(path: Path, resized: list[_Resized], log: Callable[[str], None] | Non
     its padding rows: the padding exists for the layout's divisibility, it holds no token."""
     if not resized:
         return
-    real = _real_vocab_size(path)
+    real = int(saved_vocab_size(read_manifest(path, GPT_CHECKPOINT, verify="none")))
     saved_rows = resized[0].container[resized[0].key].shape[0]
     for item in resized:
         loaded, target = item.container[item.key], item.model_value

@@ -57,12 +57,13 @@ class MetricSink(Protocol):
         """Flush and release (called once, when training ends)."""
 
 
-def _require(module: str, extra: str, key: str) -> None:
+def _require(module: str, key: str) -> None:
+    """``module`` importable, else a ConfigError naming its extra (each extra is named after its package)."""
     try:
         __import__(module)
     except ImportError:
         raise ConfigError(f"exp_manager.{key}=true but the {module} package is not installed",
-                          hint=f"pip install 'bignlp-train[{extra}]', or set exp_manager.{key}=false") from None
+                          hint=f"pip install 'bignlp-train[{module}]', or set exp_manager.{key}=false") from None
 
 
 class TensorBoardSink:
@@ -139,9 +140,9 @@ def check_loggers(cfg: TrainConfig) -> None:
     """The packages and API key file the requested loggers need (before any run dir is written)."""
     em = cfg.exp_manager
     if em.create_tensorboard_logger:
-        _require("tensorboard", "tensorboard", "create_tensorboard_logger")
+        _require("tensorboard", "create_tensorboard_logger")
     if em.create_wandb_logger:
-        _require("wandb", "wandb", "create_wandb_logger")
+        _require("wandb", "create_wandb_logger")
         if cfg.wandb_api_key_file:
             read_api_key(cfg.wandb_api_key_file)
 

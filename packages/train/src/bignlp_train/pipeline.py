@@ -103,8 +103,7 @@ class PipelineModel(nn.Module):
                                      for i in stage_layers(gpt.cfg.num_layers, num_stages)[s]})
         if last is not None:
             self.final_layernorm = last.final_layernorm
-            if last.output_layer is not None:
-                self.output_layer = last.output_layer
+            self.output_layer = last.output_layer
         self.chunks = list(chunks)  # a plain list: not registered
         self.stages = list(stages)
         self.num_stages = num_stages
@@ -209,6 +208,8 @@ class Pipeline:
         else:
             self.schedule = ScheduleInterleaved1F1B(stages, num_micro_batches, loss_fn=self._loss, scale_grads=False)
         self.embedding_group = _embedding_group(mesh)
+        # the last stage's copy of the tied weight: left out of the gradient norm (counted once, as the embedding)
+        self.tied_copy = [p for name, p in model.named_parameters() if name == COPY_NAME]
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Training: the mean over micro-batches, as (loss / n).backward() accumulates without a pipeline.

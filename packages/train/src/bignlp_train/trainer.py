@@ -38,7 +38,7 @@ from bignlp_contracts import (
 )
 
 from .affinity import apply_numa_mapping
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint, saved_vocab_size
 from .config import TrainConfig, check_parallel_layout
 from .data import (
     BlendEntry,
@@ -55,7 +55,7 @@ from .loggers import attach_loggers, check_loggers
 from .model import GPT, GPTConfig, count_parameters, flops_per_token, lm_loss, num_parameters, padded_vocab_size
 from .optim import build_optimizer, lr_at, set_lr
 from .parallelize import Recompute, build_parallel_model, clip_grad_norm_
-from .pipeline import COPY_NAME, Pipeline, build_pipeline_model
+from .pipeline import Pipeline, build_pipeline_model
 from .progress import Progress
 from .runtime import (
     StopSignals,
@@ -174,16 +174,16 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
 
 
 def check_resume_compatible(path: Path, arch: GPTConfig, entries: list[BlendEntry], tokenizer: TokenizerInfo,
-                            model_vocab_size: int | None = None) -> None:
+                            model_vocab_size: int) -> None:
     """The checkpoint must hold the same architecture and vocabulary the config describes.
 
-    The vocabulary is compared unpadded (``model_vocab_size``, default the dataset's): its padding
-    follows the tensor-parallel size, and ``load_checkpoint`` re-pads a checkpoint saved with another.
+    The vocabulary is compared unpadded (``model_vocab_size``: model.tokenizer.vocab_size, else the
+    dataset's): its padding follows the tensor-parallel size, and ``load_checkpoint`` re-pads a
+    checkpoint saved with another.
     """
     _, manifest = read_checkpoint(path)
-    configured = manifest.config.get("model", {}).get("tokenizer", {}).get("vocab_size")
-    saved_vocab = configured or manifest.summary.get("tokenizer", {}).get("vocab_size")
-    want = model_vocab_size or tokenizer.vocab_size
+    saved_vocab = saved_vocab_size(manifest)
+    want = model_vocab_size
     if saved_vocab != want:
         raise ArtifactError(
             f"dataset {entries[0].ref.prefix} has a vocabulary of {tokenizer.vocab_size} tokens (padded to "
@@ -234,9 +234,8 @@ def train_step(model: GPT, optimizer: torch.optim.Optimizer, batches, *, cfg: Tr
     if pipeline is not None:
         mbs = [next(batches) for _ in range(n)]
         loss_sum = pipeline.train_step(_whole_batch(mbs, eod_id, cfg.model.data.reset_attention_mask))
-        copy = [p for name, p in model.named_parameters() if name == COPY_NAME]
         grad_norm = clip_grad_norm_(model.parameters(), clip, pipeline_group=pipeline.pp_group,
-                                    uncounted=copy).item()
+                                    uncounted=pipeline.tied_copy).item()
     else:
         sync = getattr(model, "set_requires_gradient_sync", None)  # an FSDP root: reduce on the last only
         loss_sum = torch.zeros((), device=device)
@@ -269,9 +268,10 @@ def evaluate(model: GPT, dataset, *, num_batches: int, cfg: TrainConfig, device:
             batch = _whole_batch([next(mbs) for _ in range(n)], eod_id, cfg.model.data.reset_attention_mask)
             total += pipeline.eval_sum(batch)
             count += n
-    for mb in mbs if pipeline is None else ():
-        total += _forward_loss(model, mb, device, eod_id, cfg.model.data.reset_attention_mask)
-        count += 1
+    else:
+        for mb in mbs:
+            total += _forward_loss(model, mb, device, eod_id, cfg.model.data.reset_attention_mask)
+            count += 1
     model.train()
     return dp.mean(total, count)
 
@@ -332,16 +332,16 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
         save_config(cfg, run_dir / "config.yaml")
     seed_everything(cfg.model.seed)
     pipeline = None
+    param_dtype = torch.bfloat16 if precision == "bf16" else None  # FSDP's compute dtype
     if cfg.model.pipeline_model_parallel_size > 1:
         model = build_pipeline_model(arch, device, mesh, virtual=cfg.model.virtual_pipeline_size,
                                      sequence_parallel=cfg.model.sequence_parallel, recompute=recompute_of(cfg),
-                                     param_dtype=torch.bfloat16 if precision == "bf16" else None)
+                                     param_dtype=param_dtype)
         pipeline = Pipeline(model, mesh, device, cfg.model.num_micro_batches // dp.size)
         n_params = count_parameters(arch)  # this rank holds a part
     else:
         model = build_parallel_model(arch, device, mesh, sequence_parallel=cfg.model.sequence_parallel,
-                                     recompute=recompute_of(cfg),
-                                     param_dtype=torch.bfloat16 if precision == "bf16" else None)
+                                     recompute=recompute_of(cfg), param_dtype=param_dtype)
         n_params = num_parameters(model)
     optimizer = build_optimizer(model, cfg, device)
     cache_dir = Path(cfg.model.data.index_mapping_dir or run_dir / "index_cache")
