@@ -25,6 +25,8 @@ raises, and we fall back once, for the rest of the process, to ``all_gather`` in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -50,31 +52,34 @@ def _unsupported(error: Exception) -> bool:
     return isinstance(error, NotImplementedError) or "support" in str(error).lower()
 
 
-def _all_gather(out: torch.Tensor, shard: torch.Tensor, group: dist.ProcessGroup, async_op: bool):
-    """``out`` (t·n, ...) = the t ranks' ``shard`` (n, ...) stacked along dim 0."""
-    if not _fallback["all_gather"]:
+def _fused_or_fallback(kind: str, fused: Callable[[], object], fallback: Callable[[], None]):
+    """Run the fused collective, or (once a backend lacks it, for the rest of the process) the fallback."""
+    if not _fallback[kind]:
         try:
-            return _ALL_GATHER(out, shard, group=group, async_op=async_op)
+            return fused()
         except (RuntimeError, NotImplementedError) as error:
             if not _unsupported(error):
                 raise
-            _fallback["all_gather"] = True
-    dist.all_gather(list(out.chunk(dist.get_world_size(group))), shard, group=group)
+            _fallback[kind] = True
+    fallback()
     return _Done()
+
+
+def _all_gather(out: torch.Tensor, shard: torch.Tensor, group: dist.ProcessGroup, async_op: bool):
+    """``out`` (t·n, ...) = the t ranks' ``shard`` (n, ...) stacked along dim 0."""
+    return _fused_or_fallback(
+        "all_gather", lambda: _ALL_GATHER(out, shard, group=group, async_op=async_op),
+        lambda: dist.all_gather(list(out.chunk(dist.get_world_size(group))), shard, group=group))
 
 
 def _reduce_scatter(out: torch.Tensor, full: torch.Tensor, group: dist.ProcessGroup, async_op: bool):
     """``out`` (n, ...) = this rank's n-row slice of ``full`` (t·n, ...) summed over the t ranks."""
-    if not _fallback["reduce_scatter"]:
-        try:
-            return _REDUCE_SCATTER(out, full, group=group, async_op=async_op)
-        except (RuntimeError, NotImplementedError) as error:
-            if not _unsupported(error):
-                raise
-            _fallback["reduce_scatter"] = True
-    dist.all_reduce(full, group=group)
-    out.copy_(full.chunk(dist.get_world_size(group))[dist.get_rank(group)])
-    return _Done()
+    def fallback() -> None:
+        dist.all_reduce(full, group=group)
+        out.copy_(full.chunk(dist.get_world_size(group))[dist.get_rank(group)])
+
+    return _fused_or_fallback("reduce_scatter", lambda: _REDUCE_SCATTER(out, full, group=group, async_op=async_op),
+                              fallback)
 
 
 def _gather_sequence(shard: torch.Tensor, group: dist.ProcessGroup, async_op: bool = False):
