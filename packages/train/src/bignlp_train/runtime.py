@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import signal
 import threading
@@ -57,8 +58,15 @@ def init_distributed(env: RunEnv, device: torch.device, tensor_parallel_size: in
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one.
+
+    Garbage is collected first: objects in reference cycles that hold process groups (device meshes,
+    parallelised modules) would otherwise be freed at interpreter exit, after the groups are destroyed,
+    and gloo then sometimes aborts the process ("terminate called without an active exception", about
+    1 run in 10 of a 2-rank TP worker here).
+    """
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
