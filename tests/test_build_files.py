@@ -13,6 +13,8 @@ from support import REPO
 
 PACKAGES = sorted(p for p in (REPO / "packages").iterdir() if (p / "pyproject.toml").exists())
 DESIGN_TOP_LEVEL = {"packages", "slurm-templates", "Makefile", "pants.toml", "tests", "README.md"}
+# Libraries: imported by the stages, no CLI of their own.
+LIBRARIES = {"contracts", "tokenizers", "models"}
 
 
 def _build_calls(path: Path) -> list[ast.Call]:
@@ -60,7 +62,9 @@ def test_package_shape(pkg: Path):
     for doc in ("README.md", "CHANGELOG.md", "BUILD"):
         assert (pkg / doc).is_file(), f"{pkg.name} lacks {doc}"
     assert list((pkg / "tests").glob("test_*.py")), f"{pkg.name} has no tests"
-    if stage != "contracts":
+    if stage in LIBRARIES:
+        assert "scripts" not in meta, f"{pkg.name} is a library: no console script"
+    else:
         assert meta["scripts"] == {f"bignlp-{stage}": f"{module}.cli:main"}
         assert (pkg / "src" / module / "__main__.py").is_file()
 
@@ -122,3 +126,26 @@ def test_pants_toml_names_existing_resolves():
     assert used <= resolves
     for build in (REPO / "packages").glob("*/BUILD"):
         assert build.parent in PACKAGES
+
+
+_RUN_BY_PATH = re.compile(r"""with_name\(\s*["']([\w.-]+\.py)["']\s*\)""")
+
+
+def _test_util_sources(build: Path) -> set[str]:
+    sources: set[str] = set()
+    for call in _build_calls(build):
+        if call.func.id in ("python_test_utils", "python_sources", "python_tests", "resources", "files"):
+            sources.update(_literal(_kw(call, "sources")) or [])
+    return sources
+
+
+@pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.name)
+def test_helpers_run_by_path_are_in_the_build(pkg: Path):
+    """A script a test starts by path (``Path(__file__).with_name("worker.py")``) must be a source of the BUILD
+    file, or Pants leaves it out of the sandbox and the test fails there though it passes here."""
+    declared = _test_util_sources(pkg / "BUILD")
+    patterns = [re.compile(re.escape(s).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*") + "$") for s in declared]
+    for test in sorted((pkg / "tests").glob("*.py")):
+        for name in _RUN_BY_PATH.findall(test.read_text()):
+            rel = f"tests/{name}"
+            assert any(p.match(rel) for p in patterns), f"{pkg.name}/BUILD: add {rel} (run by path by {test.name})"

@@ -33,8 +33,10 @@ from pathlib import Path
 import torch
 import torch.utils.checkpoint
 
-from bignlp_train.model import GPTConfig, build_model, flops_per_token, lm_loss, num_parameters
-from bignlp_train.parallelize import Recompute, build_parallel_model, clip_grad_norm_
+from bignlp_models import GPT_SPEC, GPTConfig, build_model, lm_loss, num_parameters
+from bignlp_models.gpt import flops_per_token
+from bignlp_train.parallelize import build_model_parts, clip_grad_norm_
+from bignlp_train.recompute import Recompute
 
 # ~21M parameters: 10 layers, hidden 384, 6 heads of 64, an 8k vocabulary, 256 tokens
 SPEED = dict(vocab_size=8192, max_position_embeddings=256, num_layers=10, hidden_size=384, num_attention_heads=6,
@@ -166,7 +168,7 @@ def measure_layer(model, tokens: torch.Tensor, *, layer_index: int = 1) -> tuple
         weights.update(_weight_storages(module))
         recording[0] = True
 
-    layer = model.layers[layer_index]
+    layer = model.layers[str(layer_index)]
     hooks = [layer.register_forward_pre_hook(start),
              layer.register_forward_hook(lambda *_: recording.__setitem__(0, False))]
     torch.utils.checkpoint.checkpoint = checkpoint
@@ -180,18 +182,6 @@ def measure_layer(model, tokens: torch.Tensor, *, layer_index: int = 1) -> tuple
     del out
     records = sorted(kept.values(), key=lambda r: -r["bytes"])
     return sum(r["bytes"] for r in records), records
-
-
-def korthikanti(case: str, *, s: int, b: int, h: int, a: int, t: int, sp: bool) -> float:
-    """Activation bytes per layer (Korthikanti et al. 2022, Table 2; 16-bit activations, 1-byte masks)."""
-    sbh = s * b * h
-    if case == "full":
-        return 2 * sbh / (t if sp else 1)  # the layer input; with SP each rank keeps its sequence chunk
-    if case == "selective":
-        return 34 * sbh / t if (sp or t == 1) else sbh * (10 + 24 / t)
-    if sp or t == 1:
-        return sbh / t * (34 + 5 * a * s / h)
-    return sbh * (10 + 24 / t + 5 * a * s / (h * t))
 
 
 def memory_cfg() -> GPTConfig:
@@ -211,8 +201,8 @@ def memory_cases(tp: int, sp: bool) -> list[dict]:
     results = []
     for case in RECOMPUTE:
         torch.manual_seed(0)
-        model = build_parallel_model(cfg, torch.device("cpu"), mesh, sequence_parallel=sp, recompute=RECOMPUTE[case],
-                                     param_dtype=torch.bfloat16)
+        model = build_model_parts(GPT_SPEC, cfg, torch.device("cpu"), mesh, sequence_parallel=sp,
+                                  recompute=RECOMPUTE[case], param_dtype=torch.bfloat16)[0]
         model.train()
         tokens = torch.randint(0, cfg.vocab_size, (BATCH, cfg.max_position_embeddings))
         total, records = measure_layer(model, tokens)
@@ -266,7 +256,10 @@ def bench_memory(args) -> None:
     missed = []
     for r in results:
         t = r["tp"]
-        want = korthikanti(r["case"], s=s, b=b, h=h, a=a, t=t, sp=r["sp"])
+        # the family spec's formula (Korthikanti et al. 2022, Table 2), which the HP tool plans with
+        want = GPT_SPEC.activation_bytes_per_layer(cfg, seq_length=s, micro_batch_size=b, tensor_parallel_size=t,
+                                                   sequence_parallel=r["sp"],
+                                                   recompute=None if r["case"] == "none" else r["case"])
         ratio = r["bytes"] / want
         layout = "1 process" if t == 1 else f"TP={t}{'+SP' if r['sp'] else ''} (per rank)"
         ok = "ok" if abs(ratio - 1) <= 0.10 else "MISS"
@@ -286,8 +279,8 @@ def bench_memory(args) -> None:
 
 
 def bench_flops(args) -> None:
+    from bignlp_models import GPT
     from bignlp_train.config import load_train_config
-    from bignlp_train.model import GPT
     from bignlp_train.trainer import gpt_config
 
     print("== flops: model FLOPs per token, trainer (flops_per_token of the config's architecture) vs "

@@ -8,8 +8,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
 from bignlp_contracts import discover_run_env
-from bignlp_train.model import GPTConfig, lm_loss
-from bignlp_train.parallelize import build_parallel_model
+from bignlp_models import GPT_SPEC, GPTConfig, lm_loss
+from bignlp_train.parallelize import build_model_parts
 from bignlp_train.runtime import init_distributed, shutdown_distributed
 
 CFG = GPTConfig(vocab_size=128, max_position_embeddings=16, num_layers=2, hidden_size=32, num_attention_heads=4,
@@ -22,7 +22,7 @@ def main() -> None:
     init_distributed(env, device, 1)
     mesh = init_device_mesh("cpu", (2, 1), mesh_dim_names=("dp", "tp"))
     torch.manual_seed(0)
-    model = build_parallel_model(CFG, device, mesh, param_dtype=torch.bfloat16)
+    model = build_model_parts(GPT_SPEC, CFG, device, mesh, param_dtype=torch.bfloat16)[0]
     seen: dict[str, torch.dtype] = {}
 
     def note(name: str):
@@ -30,9 +30,9 @@ def main() -> None:
             seen[name] = module.weight.dtype  # the parameter as forward sees it (gathered by FSDP)
         return hook
 
-    model.layers[0].self_attention.linear_qkv.register_forward_pre_hook(note("linear_qkv"))
+    model.layers["0"].self_attention.linear_qkv.register_forward_pre_hook(note("linear_qkv"))
     model.embedding.word_embeddings.register_forward_pre_hook(note("word_embeddings"))
-    model.layers[0].register_forward_hook(lambda _m, _a, out: seen.__setitem__("residual", out.dtype))
+    model.layers["0"].register_forward_hook(lambda _m, _a, out: seen.__setitem__("residual", out.dtype))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tokens = torch.randint(0, CFG.vocab_size, (2, 16), generator=torch.Generator().manual_seed(env.rank))
     positions = torch.arange(16).expand(2, 16)

@@ -14,9 +14,9 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
 from bignlp_contracts import discover_run_env
+from bignlp_models import GPT_SPEC, GPTConfig, build_model, lm_loss
 from bignlp_train.config import load_train_config
-from bignlp_train.model import GPTConfig, build_model
-from bignlp_train.parallelize import build_parallel_model
+from bignlp_train.parallelize import build_model_parts
 from bignlp_train.runtime import init_distributed, shutdown_distributed
 
 CFG = GPTConfig(vocab_size=128, max_position_embeddings=16, num_layers=2, hidden_size=32, num_attention_heads=4,
@@ -24,15 +24,15 @@ CFG = GPTConfig(vocab_size=128, max_position_embeddings=16, num_layers=2, hidden
 
 
 def no_sync() -> None:
-    from bignlp_train.optim import build_optimizer
-    from bignlp_train.trainer import DataParallel, train_step
+    from bignlp_train.loop import DataParallel, train_step
+    from bignlp_train.optim import Optimizers
 
     env = discover_run_env()
     mesh = init_distributed(env, torch.device("cpu"), 1)
     cfg = load_train_config("gpt3/tiny-cpu", ["model.micro_batch_size=2", "model.global_batch_size=8"])
     torch.manual_seed(0)
-    model = build_parallel_model(CFG, torch.device("cpu"), mesh)
-    optimizer = build_optimizer(model, cfg, torch.device("cpu"))
+    model = build_model_parts(GPT_SPEC, CFG, torch.device("cpu"), mesh)[0]
+    optimizer = Optimizers([model], cfg, torch.device("cpu"))
     dp = DataParallel(mesh["dp"].get_local_rank(), mesh["dp"].size(), mesh["dp"].get_group())
 
     def batches():
@@ -49,8 +49,13 @@ def no_sync() -> None:
         return real(*args, **kwargs)
 
     dist.reduce_scatter_single = counted
-    loss, grad_norm = train_step(model, optimizer, batches(), cfg=cfg, device=torch.device("cpu"), eod_id=-1,
-                                 clip=1.0, dp=dp)
+    class Task:  # the loop's loss hook, as pretraining computes it
+        @staticmethod
+        def loss(model, batch):
+            return lm_loss(model(batch["tokens"], batch["position_ids"]), batch["labels"], batch["loss_mask"])
+
+    loss, grad_norm = train_step(Task(), [model], optimizer, batches(), num_micro_batches=2, clip=1.0,
+                                 device=torch.device("cpu"), dp=dp)
     units = CFG.num_layers + 1  # one FSDP unit per block, the root for embeddings and final LayerNorm
     assert len(calls) == units, f"{len(calls)} reduce-scatters for {units} FSDP units over 2 micro-batches"
     assert grad_norm > 0 and loss > 0
@@ -66,7 +71,7 @@ def main() -> None:
     for dp, tp, sp in [(2, 1, False), (1, 2, False), (1, 2, True)]:
         mesh = init_device_mesh("cpu", (dp, tp), mesh_dim_names=("dp", "tp"))
         torch.manual_seed(0)
-        model = build_parallel_model(CFG, torch.device("cpu"), mesh, sequence_parallel=sp)
+        model = build_model_parts(GPT_SPEC, CFG, torch.device("cpu"), mesh, sequence_parallel=sp)[0]
         for (name, want), (_, got) in zip(reference.named_parameters(), model.named_parameters()):
             full = got.full_tensor() if isinstance(got, DTensor) else got
             assert torch.equal(want, full), f"dp={dp} tp={tp} sp={sp}: {name} differs after init"

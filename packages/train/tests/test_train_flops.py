@@ -7,7 +7,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bignlp_train.model import GPTConfig, build_model, flops_per_token
+from bignlp_models import GPTConfig, build_model
+from bignlp_models.gpt import flops_per_token
 from bignlp_train.progress import Progress
 from bignlp_train.runtime import peak_tflops
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from bignlp_models import GPTConfig, build_model
 from bignlp_train.config import load_train_config
-from bignlp_train.model import GPTConfig, build_model
 from bignlp_train.optim import build_optimizer, cosine_annealing_lr, lr_at
 
 

@@ -10,9 +10,10 @@ import torch
 from train_helpers import tiny_overrides
 
 from bignlp_contracts import ConfigError
+from bignlp_models import GPT_SPEC, GPTConfig
 from bignlp_train.config import load_train_config
-from bignlp_train.model import GPTConfig, build_model
-from bignlp_train.parallelize import Recompute, apply_ac
+from bignlp_train.parallelize import build_model_parts
+from bignlp_train.recompute import Recompute, canonical_name
 from bignlp_train.trainer import pretrain
 
 MODES = {
@@ -55,11 +56,11 @@ CFG = GPTConfig(vocab_size=128, max_position_embeddings=64, num_layers=2, hidden
                 ffn_hidden_size=256, kv_channels=16, hidden_dropout=0.0, attention_dropout=0.1)
 
 
-def saved_bytes(recompute: Recompute, layer: int = 0) -> int:
-    """Bytes of the distinct activation storages autograd saves in one block's forward (weights left out)."""
+def saved_bytes(recompute: Recompute, layer: int | None = 0) -> int:
+    """Bytes of the distinct activation storages autograd saves in one block's forward (weights left out);
+    ``layer=None``: the forward of the whole layer stack."""
     torch.manual_seed(0)
-    model = build_model(CFG)
-    apply_ac(model, recompute)
+    model = build_model_parts(GPT_SPEC, CFG, torch.device("cpu"), recompute=recompute)[0]
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     x = torch.randn(2, 64, CFG.hidden_size, requires_grad=True)
     storages: dict[int, int] = {}
@@ -70,7 +71,7 @@ def saved_bytes(recompute: Recompute, layer: int = 0) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.layers[layer](x)
+        (model.layers if layer is None else model.layers[str(layer)])(x)
     return sum(storages.values())
 
 
@@ -84,7 +85,7 @@ def test_recompute_saves_fewer_activations():
     assert full == block_input  # full recompute keeps only the block's input (Korthikanti: 2sbh in 16 bit)
     # selective drops at least the softmax output and the dropped-out probabilities: 2 × (B, heads, S, S)
     assert none - selective >= 2 * (2 * CFG.num_attention_heads * 64 * 64 * 4)
-    assert saved_bytes(Recompute("full", "uniform", 2)) == block_input  # one input for the group of both blocks
+    assert saved_bytes(Recompute("full", "uniform", 2), layer=None) == block_input  # one input for both blocks
     assert saved_bytes(Recompute("full", "block", 1), layer=0) == block_input
     assert saved_bytes(Recompute("full", "block", 1), layer=1) == none  # only the first block of the stage
     assert saved_bytes(Recompute("full", "block", 0)) == none  # the seed's 126m: 0 layers = none
@@ -95,10 +96,12 @@ def test_recompute_gradients_equal():
     for recompute in (Recompute(), Recompute("selective"), Recompute("full", "uniform", 2),
                       Recompute("full", "block", 1)):
         torch.manual_seed(0)
-        model = build_model(CFG)
-        apply_ac(model, recompute)
+        model = build_model_parts(GPT_SPEC, CFG, torch.device("cpu"), recompute=recompute)[0]
         model(torch.arange(64).view(1, 64) % 128).square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        names = [canonical_name(n) for n, _ in model.named_parameters()]
+        assert names == [n for n, _ in GPT_SPEC.build_meta(CFG).named_parameters()]  # checkpoint names unchanged
+        assert list(model.state_dict()) == names
     for g in grads[1:]:
         torch.testing.assert_close(g, grads[0], rtol=1e-5, atol=1e-7)
 

@@ -19,11 +19,11 @@ from bignlp_contracts import (
     set_latest_checkpoint,
     write_manifest,
 )
+from bignlp_models import GPT_SPEC, GPTConfig, build_model
 from bignlp_train.checkpoint import load_checkpoint, prune_checkpoints
 from bignlp_train.cli import main
 from bignlp_train.config import CheckpointCallbackParams, load_train_config
-from bignlp_train.model import GPTConfig, build_model
-from bignlp_train.optim import build_optimizer
+from bignlp_train.optim import Optimizers
 from bignlp_train.trainer import pretrain
 
 
@@ -93,15 +93,15 @@ def test_exact_resume(dataset, tmp_path):
     def final_state(run_dir):
         cfg = GPTConfig(**read_checkpoint(run_dir)[1].summary["model"])
         model = build_model(cfg)
-        opt = build_optimizer(model, load_train_config("gpt3/tiny-cpu"), torch.device("cpu"))
-        state = load_checkpoint(latest_checkpoint(run_dir), model=model, optimizer=opt)
+        opt = Optimizers([model], load_train_config("gpt3/tiny-cpu"), torch.device("cpu"))
+        state = load_checkpoint(latest_checkpoint(run_dir), parts=[model], optimizers=opt, spec=GPT_SPEC)
         return state, model, opt
 
     (sa, ma, oa), (sb, mb, ob) = final_state(tmp_path / "a"), final_state(tmp_path / "b")
     assert sa == sb
     for (name, pa), (_, pb) in zip(ma.named_parameters(), mb.named_parameters()):
         assert torch.equal(pa, pb), name
-    for ka, kb in zip(oa.state.values(), ob.state.values()):
+    for ka, kb in zip(oa.optimizers[0].state.values(), ob.optimizers[0].state.values()):
         assert torch.equal(ka["exp_avg_sq"], kb["exp_avg_sq"])
 
 

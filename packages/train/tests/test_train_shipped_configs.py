@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 from train_helpers import tiny_overrides
 
+from bignlp_models import GPTConfig, build_model, num_parameters
+from bignlp_models.gpt import count_parameters
 from bignlp_train.cli import main
 from bignlp_train.config import check_parallel_layout, load_train_config, shipped_configs
-from bignlp_train.model import GPTConfig, build_model, count_parameters, num_parameters
 from bignlp_train.trainer import gpt_config
 
 GPT2_VOCAB = 50257

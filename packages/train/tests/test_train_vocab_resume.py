@@ -24,10 +24,10 @@ from test_train_parallel import CURVE, curve
 from train_helpers import make_dataset, tiny_overrides
 
 from bignlp_contracts import MEGATRON_DATASET, Producer, latest_checkpoint, write_manifest
+from bignlp_models import GPT_SPEC, build_model
 from bignlp_train.checkpoint import load_checkpoint
 from bignlp_train.config import load_train_config
-from bignlp_train.model import build_model
-from bignlp_train.optim import build_optimizer
+from bignlp_train.optim import Optimizers
 from bignlp_train.trainer import gpt_config, pretrain
 
 GPT2 = Path(__file__).resolve().parents[3] / "tests" / "data" / "gpt2"
@@ -65,7 +65,7 @@ def saved_tp1(gpt2_dataset, tmp_path_factory) -> Path:
 def model_and_optimizer(cfg, seed: int = 1234):
     torch.manual_seed(seed)
     model = build_model(gpt_config(cfg, GPT2_VOCAB))
-    return model, build_optimizer(model, cfg, torch.device("cpu"))
+    return model, Optimizers([model], cfg, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("divisible_by", [256, 64], ids=["grow-50432", "shrink-50304"])
@@ -83,14 +83,14 @@ def test_real_token_rows_load_exactly(gpt2_dataset, saved_tp1, divisible_by, tmp
     source_cfg = load_train_config("gpt3/tiny-cpu", overrides(gpt2_dataset, saved,
                                                               f"model.make_vocab_size_divisible_by={source_div}"))
     reference, ref_opt = model_and_optimizer(source_cfg)
-    load_checkpoint(ckpt, model=reference, optimizer=ref_opt)
+    load_checkpoint(ckpt, parts=[reference], optimizers=ref_opt, spec=GPT_SPEC)
 
     cfg = load_train_config("gpt3/tiny-cpu", overrides(gpt2_dataset, saved,
                                                        f"model.make_vocab_size_divisible_by={divisible_by}"))
     model, optimizer = model_and_optimizer(cfg)
     fresh = model.state_dict()[EMBEDDING].clone()
     lines: list[str] = []
-    state = load_checkpoint(ckpt, model=model, optimizer=optimizer, log=lines.append)
+    state = load_checkpoint(ckpt, parts=[model], optimizers=optimizer, spec=GPT_SPEC, log=lines.append)
     assert state.step == 3
     assert len(lines) == 1 and f"pads {GPT2_VOCAB} tokens to {saved_rows} rows, this layout to {rows}" in lines[0]
 
@@ -102,7 +102,8 @@ def test_real_token_rows_load_exactly(gpt2_dataset, saved_tp1, divisible_by, tmp
         if name != EMBEDDING:
             assert torch.equal(got[name], want[name]), name
     for key in ("exp_avg", "exp_avg_sq"):
-        moment, ref_moment = optimizer.state[got[EMBEDDING]][key], ref_opt.state[want[EMBEDDING]][key]
+        moment = optimizer.optimizers[0].state[got[EMBEDDING]][key]
+        ref_moment = ref_opt.optimizers[0].state[want[EMBEDDING]][key]
         assert torch.equal(moment[:GPT2_VOCAB], ref_moment[:GPT2_VOCAB])
         assert ref_moment[:GPT2_VOCAB].abs().sum() > 0 and not moment[GPT2_VOCAB:].any()
 

@@ -49,12 +49,13 @@ from bignlp_contracts import (
 )
 from bignlp_contracts.layout import CHECKPOINTS_DIR, TOKENIZER_DIR
 from bignlp_contracts.manifest import git_commit
+from bignlp_models import FamilySpec
 
 from . import __version__
 from .config import CheckpointCallbackParams, TrainConfig
 from .data import TokenizerInfo
-from .model import GPTConfig
-from .pipeline import COPY_NAME, TIED_NAME
+from .optim import Optimizers
+from .recompute import canonical_name
 from .runtime import get_rng_state, set_rng_state
 
 DCP_DIR = "dcp"
@@ -102,21 +103,29 @@ def _renamed(sd: dict, old: str, new: str) -> dict:
     return {swap(k): v for k, v in sd.items()}
 
 
-def _has_tied_copy(model: torch.nn.Module) -> bool:
-    # A pipeline's last stage: its copy of the tied embedding is stored under the embedding's own name
+def _tied_renames(part: torch.nn.Module, spec: FamilySpec) -> list[tuple[str, str]]:
+    # A pipeline's last stage: its copy of a tied weight is stored under the weight's own name
     # (equal values, deduplicated by DCP), so the checkpoint looks like the unsplit model's.
-    return any(name == COPY_NAME for name, _ in model.named_parameters())
+    names = {canonical_name(name) for name, _ in part.named_parameters()}
+    return [(copy, weight) for copy, weight in spec.tied_parameters.items() if copy in names]
 
 
-def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, rng: Any,
-           rng_key: str) -> dict:
-    # sharded (DTensor) entries under FSDP/TP
-    model_sd, optim_sd = get_state_dict(model, optimizer, options=_OPTIONS)
-    if _has_tied_copy(model):
-        model_sd, optim_sd = _renamed(model_sd, COPY_NAME, TIED_NAME), _renamed(optim_sd, COPY_NAME, TIED_NAME)
+def _part_states(parts: list[torch.nn.Module], optimizers: Optimizers, spec: FamilySpec) -> list[tuple[dict, dict]]:
+    """Each part's (model, flat optimizer) state dicts under the whole model's names (sharded DTensors under
+    FSDP/TP); the parts hold disjoint names, so their union is the unsplit model's state."""
+    states = []
+    for part, optimizer in zip(parts, optimizers.optimizers):
+        model_sd, optim_sd = get_state_dict(part, optimizer, options=_OPTIONS)
+        for copy, weight in _tied_renames(part, spec):
+            model_sd, optim_sd = _renamed(model_sd, copy, weight), _renamed(optim_sd, copy, weight)
+        states.append((model_sd, optim_sd))
+    return states
+
+
+def _state(states: list[tuple[dict, dict]], state: TrainState, rng: Any, rng_key: str) -> dict:
     return {
-        "model": model_sd,
-        "optim": optim_sd,
+        "model": {k: v for model_sd, _ in states for k, v in model_sd.items()},
+        "optim": {k: v for _, optim_sd in states for k, v in optim_sd.items()},
         "train_state": {"step": state.step, "consumed_samples": state.consumed_samples,
                         "scheduler": {"last_step": state.step}},  # the LR is a pure function of the step
         "rng": {rng_key: rng},
@@ -140,10 +149,12 @@ def save_checkpoint(
     run_dir: Path,
     *,
     cfg: TrainConfig,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    parts: list[torch.nn.Module],
+    optimizers: Optimizers,
     state: TrainState,
-    gpt_config: GPTConfig,
+    spec: FamilySpec,
+    arch: Any,
+    vocab_size: int,
     tokenizer: TokenizerInfo,
     inputs: list[dict[str, Any]],
     metrics: dict[str, float | None],
@@ -154,7 +165,7 @@ def save_checkpoint(
     rank = _rank()
     with contextlib.ExitStack() as stack:
         tmp = _from_rank0(stack.enter_context(atomic_directory(final)) if rank == 0 else None)
-        sd = _state(model, optimizer, state, pickle.dumps(get_rng_state()), _rng_key(rank))
+        sd = _state(_part_states(parts, optimizers, spec), state, pickle.dumps(get_rng_state()), _rng_key(rank))
         with _quiet_dcp():
             dcp.save(sd, checkpoint_id=tmp / DCP_DIR)
         _barrier()  # every shard is on disk before rank 0 lists files and renames
@@ -169,9 +180,11 @@ def save_checkpoint(
             "step": state.step,
             "consumed_samples": state.consumed_samples,
             **metrics,
-            "padded_vocab_size": gpt_config.vocab_size,
+            "family": spec.name,
+            "vocab_size": vocab_size,  # the tokenizer's (unpadded)
+            "padded_vocab_size": arch.vocab_size,
             "num_parameters": num_parameters,
-            "model": dataclasses.asdict(gpt_config),
+            "model": dataclasses.asdict(arch),
             "tokenizer": tokenizer_summary,
         }
         write_manifest(tmp, GPT_CHECKPOINT, producer=Producer("bignlp-train", __version__, git_commit()),
@@ -265,7 +278,7 @@ def _repad(path: Path, resized: list[_Resized], log: Callable[[str], None] | Non
             f"({', '.join(sorted({r.name.rsplit('.', 1)[-1] for r in resized}))}), padding rows start fresh")
 
 
-def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def load_checkpoint(path: Path, *, parts: list[torch.nn.Module], optimizers: Optimizers, spec: FamilySpec,
                     log: Callable[[str], None] | None = None) -> TrainState:
     """Restore model, optimizer and RNG in place from a checkpoint directory; return the train state.
 
@@ -276,7 +289,8 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
         saved = dcp.FileSystemReader(str(Path(path) / DCP_DIR)).read_metadata().state_dict_metadata
         # A rank the saving run did not have (a larger world) continues rank 0's RNG stream.
         rng_key = _rng_key(_rank()) if f"rng.{_rng_key(_rank())}" in saved else _rng_key(0)
-        template = _state(model, optimizer, TrainState(), None, rng_key)
+        states = _part_states(parts, optimizers, spec)
+        template = _state(states, TrainState(), None, rng_key)
         resized = _vocab_rows_mismatch(Path(path), template, saved)
         with _quiet_dcp():
             dcp.load(template, checkpoint_id=Path(path) / DCP_DIR)
@@ -285,10 +299,12 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
         raise ArtifactError(f"{path}: cannot load its {DCP_DIR}/ ({type(exc).__name__}: {first})",
                             hint="resume with the config the checkpoint was written with") from None
     _repad(Path(path), resized, log)
-    model_sd, optim_sd = template["model"], template["optim"]
-    if _has_tied_copy(model):
-        model_sd, optim_sd = _renamed(model_sd, TIED_NAME, COPY_NAME), _renamed(optim_sd, TIED_NAME, COPY_NAME)
-    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=_OPTIONS)
+    for part, optimizer, (model_keys, optim_keys) in zip(parts, optimizers.optimizers, states):
+        model_sd = {k: template["model"][k] for k in model_keys}
+        optim_sd = {k: template["optim"][k] for k in optim_keys}
+        for copy, weight in _tied_renames(part, spec):
+            model_sd, optim_sd = _renamed(model_sd, weight, copy), _renamed(optim_sd, weight, copy)
+        set_state_dict(part, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=_OPTIONS)
     set_rng_state(pickle.loads(template["rng"][rng_key]))
     train = template["train_state"]
     return TrainState(step=int(train["step"]), consumed_samples=int(train["consumed_samples"]))

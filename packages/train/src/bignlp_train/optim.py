@@ -10,6 +10,29 @@ from torch import nn
 from .config import TrainConfig
 
 
+class Optimizers:
+    """One AdamW per model part, stepped together (a pipeline rank with several parts holds several).
+
+    Per part, because torch's state-dict helpers pair an optimizer with the module that holds its
+    parameters; AdamW is element-wise, so the update equals one optimizer over all parts.
+    """
+
+    def __init__(self, parts: list[nn.Module], cfg: TrainConfig, device: torch.device) -> None:
+        self.optimizers = [build_optimizer(part, cfg, device) for part in parts]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for opt in self.optimizers for group in opt.param_groups]
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over two groups: decay for matrices (linears, embeddings), none for biases and LayerNorms.
 
@@ -76,7 +99,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     )
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer | Optimizers, lr: float) -> None:
     """Apply one learning rate to every parameter group."""
     for group in optimizer.param_groups:
         group["lr"] = lr

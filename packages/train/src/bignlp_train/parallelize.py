@@ -1,16 +1,16 @@
-"""Parallelism applied from outside to the plain GPT of model.py (the torchtitan way).
+"""Parallelism applied from outside to a plain model of bignlp_models (the torchtitan way).
 
-``build_parallel_model`` runs the steps in this fixed order, on a model built on the
+One build path for every family and layout (``build_model_parts``), on a model built on the
 meta device so that no rank ever allocates the full weights of a large model:
 
-1. ``apply_tp``   — tensor parallelism (+ sequence parallelism) over the mesh's "tp" dim;
-2. ``apply_ac``   — activation recomputation (full: whole blocks, uniform groups or the first
-   blocks of each stage; selective: the attention core only), also with a single process;
-3. ``apply_fsdp`` — FSDP2 over the "dp" dim: parameters, gradients and optimizer state
-   sharded across data-parallel ranks (the seed's ``distributed_fused_adam``, ZeRO-style);
-4. materialise on the device (``to_empty``) and ``init_weights`` with a fill that draws
-   each tensor at its full shape and keeps the local slice, so the initial weights equal
-   the single-process ones exactly.
+1. split into pipeline parts (the family's ``split_for_pipeline``; one part without PP): each
+   part is the model with some layers absent, under the whole model's parameter names;
+2. ``parallelize(part)`` in a fixed order: tensor parallelism (+ sequence parallelism) over the
+   mesh's "tp" dim from the family's plan → activation recomputation (wrapper modules) → FSDP2
+   over the "dp" dim (the seed's ``distributed_fused_adam``, ZeRO-style);
+3. materialise on the device (``to_empty``) and ``init_like_one_device``: every tensor is drawn
+   at its full shape in the single-device order and each rank keeps what it holds, so the
+   initial weights equal one process's exactly.
 
 Gradient clipping over sharded gradients needs the global norm: ``clip_grad_norm_``.
 """
@@ -18,12 +18,10 @@ Gradient clipping over sharded gradients needs the global norm: ``clip_grad_norm
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
-import torch.utils.checkpoint
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -36,133 +34,48 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-from .model import GPT, GPTConfig, build_model
+from bignlp_models import FamilySpec
+
+from .pipeline import rank_stages, stage_layers
+from .recompute import NO_RECOMPUTE, Recompute, apply_recompute, canonical_name, layer_stack
 from .sequence_parallel import ColwiseSequenceParallel
 
 
-def apply_tp(model: GPT, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
-    """Megatron's tensor parallelism on every block, optionally with sequence parallelism.
-
-    Column-parallel QKV and first MLP linear (each rank keeps whole heads: the fused
-    per-head [q|k|v] layout splits cleanly), row-parallel output projections. With
-    sequence parallelism the residual stream between the row- and column-parallel
-    linears (LayerNorms, dropout, residual adds) is split along the sequence instead of
-    replicated. Embeddings and the tied output layer stay replicated.
-    """
+def _tp_styles(style: str, sequence_parallel: bool) -> list:
+    """torch's parallel styles for one entry of a family's tensor-parallel plan (bignlp_models.spec.TP_STYLES)."""
     stream = Shard(1) if sequence_parallel else Replicate()  # layout of the residual stream
-    for layer in model.layers:
+    if style == "colwise":
         # With SP, the column-parallel linears keep only their 1/t sequence shard for backward.
-        colwise = ColwiseSequenceParallel() if sequence_parallel else ColwiseParallel(input_layouts=stream)
-        plan = {
-            "self_attention.linear_qkv": colwise,
-            "self_attention.linear_proj": RowwiseParallel(output_layouts=stream),
-            "mlp.linear_fc1": colwise,
-            "mlp.linear_fc2": RowwiseParallel(output_layouts=stream),
-        }
-        if sequence_parallel:
-            plan["input_layernorm"] = SequenceParallel()
-            plan["pre_mlp_layernorm"] = SequenceParallel()
-        parallelize_module(layer, tp_mesh, plan)
-    if sequence_parallel:
-        # Embedding output: keep this rank's sequence chunk (no communication).
-        parallelize_module(model.embedding, tp_mesh,
-                           PrepareModuleOutput(output_layouts=Replicate(), desired_output_layouts=Shard(1)))
-        # Final LayerNorm on the chunk, then gather the sequence for the replicated output layer.
-        parallelize_module(model.final_layernorm, tp_mesh, SequenceParallel())
-        parallelize_module(model.final_layernorm, tp_mesh,
-                           PrepareModuleOutput(output_layouts=Shard(1), desired_output_layouts=Replicate()))
+        return [ColwiseSequenceParallel() if sequence_parallel else ColwiseParallel(input_layouts=stream)]
+    if style == "rowwise":
+        return [RowwiseParallel(output_layouts=stream)]
+    if not sequence_parallel:
+        return []  # the rest is replicated: nothing to do without SP
+    if style == "norm":
+        return [SequenceParallel()]
+    if style == "embedding":  # keep this rank's sequence chunk of the output (no communication)
+        return [PrepareModuleOutput(output_layouts=Replicate(), desired_output_layouts=Shard(1))]
+    if style == "final_norm":  # on the chunk, then gather the sequence for the replicated output layer
+        return [SequenceParallel(), PrepareModuleOutput(output_layouts=Shard(1), desired_output_layouts=Replicate())]
+    raise ValueError(f"unknown tensor-parallel style {style!r}")
 
 
-@dataclass(frozen=True)
-class Recompute:
-    """Which activations to recompute in backward (the seed's ``model.activations_checkpoint_*``)."""
+def apply_tp(part: nn.Module, spec: FamilySpec, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
+    """Megatron's tensor parallelism (optionally with sequence parallelism) from the family's plan.
 
-    granularity: str | None = None  # None, "full" or "selective"
-    method: str | None = None  # full: "uniform" or "block"
-    num_layers: int | None = None  # uniform: blocks per checkpointed group; block: blocks per stage
-    num_stages: int = 1  # pipeline stages ("block" counts per stage)
-
-
-def _checkpoint(run: Callable, *args, **kwargs):
-    # Non-reentrant, with the RNG state preserved: dropout draws the same masks when recomputed,
-    # so the gradients equal those without recomputation.
-    return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
-
-
-def _recompute_forward(module: nn.Module) -> None:
-    """Make ``module``'s forward keep only its inputs and recompute the rest in backward.
-
-    Replacing the bound ``forward`` (instead of wrapping the module) keeps parameter names,
-    so checkpoints do not depend on the recomputation setting.
+    Column-parallel linears split their output features (whole heads per rank), row-parallel ones
+    their input features; with sequence parallelism the residual stream between them (norms,
+    dropout, residual adds) is split along the sequence instead of replicated.
     """
-    run = module.forward
-    module.forward = lambda *args, **kwargs: _checkpoint(run, *args, **kwargs)
+    for path, style in spec.tensor_parallel_plan(part).items():
+        for parallel_style in _tp_styles(style, sequence_parallel):
+            parallelize_module(part.get_submodule(path), tp_mesh, parallel_style)
 
 
-def _recompute_group(layers: list[nn.Module]) -> None:
-    """Recompute consecutive ``layers`` as one unit: only the group's input is kept.
-
-    When the model's loop reaches the first layer, it runs the whole group under one
-    checkpoint, calling each layer (so hooks such as FSDP's fire as usual); the loop's calls
-    to the other layers then pass their input through. (Under FSDP those pass-through calls
-    still gather and free the layer's parameters once more: a communication cost.)
-    """
-    inside = [False]
-
-    def group(x, *args, **kwargs):
-        inside[0] = True
-        try:
-            for layer in layers:
-                x = layer(x, *args, **kwargs)
-        finally:
-            inside[0] = False
-        return x
-
-    def member(index: int, original: Callable) -> Callable:
-        def forward(x, *args, **kwargs):
-            if inside[0]:
-                return original(x, *args, **kwargs)  # for real, inside the group
-            return _checkpoint(group, x, *args, **kwargs) if index == 0 else x
-
-        return forward
-
-    for index, layer in enumerate(layers):
-        layer.forward = member(index, layer.forward)
-
-
-def apply_ac(model: GPT, recompute: Recompute) -> None:
-    """Activation recomputation, Megatron's three ways (Korthikanti et al. 2022).
-
-    - ``selective``: every block's attention core (softmax(QKᵀ)V, whose activations grow with s²)
-      is recomputed; the linears' inputs are kept.
-    - ``full`` + ``uniform``: the blocks are cut into groups of ``num_layers`` consecutive blocks;
-      each group keeps only its input and recomputes everything else.
-    - ``full`` + ``block``: the first ``num_layers`` blocks of each pipeline stage are recomputed
-      whole, the rest keep everything (0: none).
-    """
-    layers = list(model.layers)
-    if recompute.granularity == "selective":
-        for layer in layers:
-            _recompute_forward(layer.self_attention.core_attention)
-    elif recompute.granularity == "full":
-        n = recompute.num_layers or 0
-        if recompute.method == "uniform":
-            for start in range(0, len(layers), n):
-                group = layers[start:start + n]
-                if len(group) == 1:
-                    _recompute_forward(group[0])
-                else:
-                    _recompute_group(group)
-        else:
-            per_stage = len(layers) // recompute.num_stages
-            for stage in range(recompute.num_stages):
-                for layer in layers[stage * per_stage:stage * per_stage + n]:
-                    _recompute_forward(layer)
-
-
-def apply_fsdp(model: GPT, dp_mesh: DeviceMesh, *, param_dtype: torch.dtype | None = None) -> None:
-    """FSDP2: one unit per transformer block (gathered just in time, gradients reduce-scattered
-    while backward goes on), then the root for embeddings and the final LayerNorm.
+def apply_fsdp(part: nn.Module, spec: FamilySpec, dp_mesh: DeviceMesh, *,
+               param_dtype: torch.dtype | None = None) -> None:
+    """FSDP2: one unit per layer (gathered just in time, gradients reduce-scattered while backward
+    goes on), then the part's root for embeddings and final norms.
 
     ``param_dtype`` (bf16 for ``trainer.precision=bf16``): parameters are gathered in it for
     forward and backward (half the all-gather traffic and compute memory), gradients are
@@ -173,44 +86,77 @@ def apply_fsdp(model: GPT, dp_mesh: DeviceMesh, *, param_dtype: torch.dtype | No
     LayerNorm on fp32 copies: twice the activation memory (Korthikanti et al. count 16-bit).
     """
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
-    for layer in model.layers:
-        fully_shard(layer, mesh=dp_mesh, mp_policy=mp)
-    fully_shard(model, mesh=dp_mesh, mp_policy=mp)
+    for name in spec.layer_stacks:
+        for layer in layer_stack(part, name).values():
+            fully_shard(layer, mesh=dp_mesh, mp_policy=mp)
+    fully_shard(part, mesh=dp_mesh, mp_policy=mp)
 
 
-def _fill_full_then_shard(param: torch.Tensor, init_: Callable[[torch.Tensor], object]) -> None:
-    """Run ``init_`` on the full shape (same RNG draws as one device) and keep this rank's part."""
-    if not isinstance(param, DTensor):
-        init_(param)
-        return
-    full = torch.empty(param.shape, dtype=param.dtype, device=param.to_local().device)
-    init_(full)
-    param.copy_(distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None))
+def parallelize(part: nn.Module, spec: FamilySpec, mesh: DeviceMesh | None, *, sequence_parallel: bool = False,
+                recompute: Recompute = NO_RECOMPUTE, param_dtype: torch.dtype | None = None) -> None:
+    """TP → recomputation → FSDP on one meta-device part, in that order, in place.
 
-
-def build_parallel_model(cfg: GPTConfig, device: torch.device, mesh: DeviceMesh | None, *,
-                         sequence_parallel: bool = False, recompute: Recompute = Recompute(),
-                         param_dtype: torch.dtype | None = None) -> GPT:
-    """The GPT on ``device``, parallelised over ``mesh`` (dims "dp", "tp"), initialised as on one device.
-
-    ``param_dtype``: FSDP's compute dtype for the parameters (see ``apply_fsdp``), also over a
-    one-rank "dp" dim; None (fp32) applies FSDP only when DP > 1.
+    ``mesh`` has dims ("pp", "dp", "tp"); None: one process (recomputation only).
+    ``param_dtype``: FSDP's compute dtype (see ``apply_fsdp``), also over a one-rank "dp" dim;
+    None (fp32) applies FSDP only when DP > 1.
     """
-    if mesh is None:
-        model = build_model(cfg, device)
-        apply_ac(model, recompute)
-        return model
-    with torch.device("meta"):
-        model = GPT(cfg)
-    tp_mesh, dp_mesh = mesh["tp"], mesh["dp"]
-    if tp_mesh.size() > 1:
-        apply_tp(model, tp_mesh, sequence_parallel)
-    apply_ac(model, recompute)
-    if dp_mesh.size() > 1 or param_dtype is not None:
-        apply_fsdp(model, dp_mesh, param_dtype=param_dtype)
-    model.to_empty(device=device)
-    model.init_weights(fill=_fill_full_then_shard)
-    return model
+    if mesh is not None and mesh["tp"].size() > 1:
+        apply_tp(part, spec, mesh["tp"], sequence_parallel)  # on meta: other ranks' layers cost nothing
+    apply_recompute(part, spec, recompute)
+    if mesh is not None and (mesh["dp"].size() > 1 or param_dtype is not None):
+        apply_fsdp(part, spec, mesh["dp"], param_dtype=param_dtype)
+
+
+def build_model_parts(spec: FamilySpec, cfg, device: torch.device, mesh: DeviceMesh | None = None, *,
+                      virtual: int = 1, sequence_parallel: bool = False, recompute: Recompute = NO_RECOMPUTE,
+                      param_dtype: torch.dtype | None = None) -> list[nn.Module]:
+    """This rank's parts of the family's model for ``cfg`` on ``device``, initialised as on one device.
+
+    Without pipeline parallelism the one part is the whole model; with it, the parts of this
+    pipeline rank's stages in order (one, or ``virtual`` for the interleaved schedule).
+    """
+    model = spec.build_meta(cfg)
+    pp = mesh["pp"].size() if mesh is not None and "pp" in (mesh.mesh_dim_names or ()) else 1
+    parts = [model]
+    if pp > 1:
+        stages = rank_stages(mesh["pp"].get_local_rank(), pp, virtual)
+        parts = spec.split_for_pipeline(model, stage_layers(cfg.num_layers, pp, virtual), pp * virtual, stages)
+    for part in parts:
+        parallelize(part, spec, mesh, sequence_parallel=sequence_parallel, recompute=recompute,
+                    param_dtype=param_dtype)
+        part.to_empty(device=device)
+    init_like_one_device(spec, cfg, parts, device)
+    return parts
+
+
+@torch.no_grad()
+def init_like_one_device(spec: FamilySpec, cfg, parts: list[nn.Module], device: torch.device) -> None:
+    """The family's ``init_weights`` over the whole model: every tensor is drawn at its full shape in
+    the single-device order, and each part keeps what it holds of it (its TP/FSDP shard; a tied
+    copy takes the draw of the weight it copies). Parameters are matched by their checkpoint names."""
+    whole = spec.build_meta(cfg)
+    names = {id(p): name for name, p in whole.named_parameters()}
+    targets: dict[str, list[torch.Tensor]] = {}
+    for part in parts:
+        for name, param in part.named_parameters():
+            name = canonical_name(name)
+            targets.setdefault(spec.tied_parameters.get(name, name), []).append(param)
+
+    def fill(param: torch.Tensor, init_) -> None:
+        full = torch.empty(param.shape, dtype=param.dtype, device=device)
+        init_(full)  # drawn even when not kept: the next tensor's draw starts where one device's would
+        for target in targets.get(names[id(param)], ()):
+            if isinstance(target, DTensor):
+                target.copy_(distribute_tensor(full, target.device_mesh, target.placements, src_data_rank=None))
+            else:
+                target.copy_(full)
+
+    whole.init_weights(fill=fill)
+
+
+def tied_copies(parts: Iterable[nn.Module], spec: FamilySpec) -> list[nn.Parameter]:
+    """The parts' copies of tied weights (a pipeline's last-stage output layer)."""
+    return [p for part in parts for name, p in part.named_parameters() if canonical_name(name) in spec.tied_parameters]
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Model: shapes, causality, tied output, Megatron init, meta-device construction."""
+"""GPT: shapes, causality, tied output, Megatron init, meta-device construction, pipeline parts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bignlp_train.model import GPT, GPTConfig, build_model, lm_loss, num_parameters, padded_vocab_size
+from bignlp_models import GPT, GPTConfig, build_model, lm_loss, num_parameters, padded_vocab_size
 
 CFG = GPTConfig(vocab_size=256, max_position_embeddings=32, num_layers=3, hidden_size=48, num_attention_heads=4,
                 ffn_hidden_size=192, kv_channels=12, hidden_dropout=0.0, attention_dropout=0.0, init_method_std=0.02)
@@ -48,7 +48,7 @@ def test_output_projection_is_tied(model):
 def test_megatron_init(model):
     std, scaled = 0.02, 0.02 / math.sqrt(2 * CFG.num_layers)
     big = build_model(GPTConfig(**{**vars(CFG), "hidden_size": 256, "kv_channels": 64, "ffn_hidden_size": 1024}))
-    layer = big.layers[0]
+    layer = big.layers["0"]
     assert layer.self_attention.linear_qkv.weight.std().item() == pytest.approx(std, rel=0.05)
     assert layer.mlp.linear_fc1.weight.std().item() == pytest.approx(std, rel=0.05)
     assert layer.self_attention.linear_proj.weight.std().item() == pytest.approx(scaled, rel=0.05)
@@ -86,7 +86,7 @@ def test_padded_vocab():
 
 
 def test_masked_loss_and_document_mask():
-    from bignlp_train.data import document_causal_mask
+    from bignlp_models.masks import document_causal_mask
 
     logits = torch.zeros(1, 4, 10)
     labels = torch.tensor([[1, 2, 3, 4]])
@@ -99,7 +99,7 @@ def test_masked_loss_and_document_mask():
 def test_document_mask_blocks_attention_across_eod(model):
     tokens = torch.randint(0, 200, (1, 16))
     tokens[0, 7] = 255  # EOD
-    from bignlp_train.data import document_causal_mask
+    from bignlp_models.masks import document_causal_mask
 
     mask = document_causal_mask(tokens, 255)
     changed = tokens.clone()
@@ -126,8 +126,8 @@ def _saved_storages(fn) -> list[torch.Tensor]:
 @pytest.mark.parametrize("document_mask", [False, True])
 def test_cpu_attention_with_dropout_keeps_what_megatron_keeps(document_mask):
     # SDPA's CPU math fallback (dropout > 0) would keep fp32 copies of q, k, v and three fp32 s² tensors
-    from bignlp_train.data import document_causal_mask
-    from bignlp_train.model import CoreAttention, unfused_attention
+    from bignlp_models.layers import CoreAttention, unfused_attention
+    from bignlp_models.masks import document_causal_mask
 
     b, a, s, d = 2, 3, 32, 8
     qkv = torch.randn(b, s, a, 3 * d, dtype=torch.bfloat16, requires_grad=True)
@@ -147,3 +147,28 @@ def test_cpu_attention_with_dropout_keeps_what_megatron_keeps(document_mask):
         q32, k32, v32 = q.float(), k.float(), v.float()
         fused = core.eval()(q32, k32, v32, mask)  # SDPA
         assert torch.allclose(unfused_attention(q32, k32, v32, mask, 0.0), fused, atol=1e-6)
+
+
+def test_pipeline_parts_chained_equal_the_whole_model(model):
+    from bignlp_models.gpt import split_for_pipeline
+
+    with torch.device("meta"):
+        meta = GPT(CFG)
+    parts = split_for_pipeline(meta, [range(0, 1), range(1, 3)], 2, [0, 1])
+    state = model.state_dict()
+    for part in parts:
+        part.to_empty(device="cpu")
+        own = part.state_dict()
+        own.update({k: state[k] for k in own if k in state})
+        if part.output_layer is not None:
+            own["output_layer.weight"] = state["embedding.word_embeddings.weight"]
+        part.load_state_dict(own)
+        part.eval()
+    first, last = parts
+    assert list(first.layers) == ["0"] and list(last.layers) == ["1", "2"]
+    assert first.final_layernorm is None and last.embedding is None and last.output_layer is not None
+    names = {n for p in parts for n, _ in p.named_parameters()} - {"output_layer.weight"}
+    assert names == {n for n, _ in model.named_parameters()}  # whole-model names, each on one part
+    tokens = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(last(first(tokens)), model(tokens))

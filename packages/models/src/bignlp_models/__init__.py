@@ -1,0 +1,18 @@
+"""BigNLP's model families in plain PyTorch, and what every stage needs to use them.
+
+- ``layers``: building blocks (attention with Megatron names and fused per-head QKV, MLP, embeddings).
+- ``gpt``: the GPT-3-style decoder.
+- ``spec``: one ``FamilySpec`` per family; ``get_family(name)``.
+"""
+
+from .gpt import GPT, GPTConfig, build_model
+from .losses import lm_loss
+from .spec import FAMILIES, GPT_SPEC, FamilySpec, family_of, get_family, num_parameters
+from .vocab import padded_vocab_size
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FAMILIES", "GPT", "GPT_SPEC", "FamilySpec", "GPTConfig", "build_model", "family_of", "get_family", "lm_loss",
+    "num_parameters", "padded_vocab_size",
+]

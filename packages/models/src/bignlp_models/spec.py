@@ -1,0 +1,96 @@
+"""One spec per model family: what the engine and every stage look up instead of naming a family's modules.
+
+The torchtitan ``TrainSpec`` idea. Training builds, splits and parallelises a model through its
+spec; convert, evaluate, export and the HP tool read counts and formulas from it. A checkpoint's
+manifest names its family (``summary.family``), so any stage finds the spec from the artifact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from bignlp_contracts import ArtifactError
+
+from . import gpt
+
+# The tensor-parallel styles a family's plan may name (train's parallelize maps each to torch's):
+TP_STYLES = {
+    "colwise": "column-parallel linear: output features split; under SP its input is gathered along the sequence",
+    "rowwise": "row-parallel linear: input features split, output summed (reduce-scattered along the sequence "
+               "under SP)",
+    "norm": "per-token module (LayerNorm): runs on the sequence shard under SP, replicated otherwise",
+    "embedding": "replicated embedding whose output is cut into sequence shards under SP",
+    "final_norm": "per-token module whose output is gathered along the sequence again under SP",
+}
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything family-specific the engine and the stages need."""
+
+    name: str
+    config_class: type
+    model_class: type[nn.Module]
+    # the layer-stack attributes of a model (a pipeline splits and recomputes along these)
+    layer_stacks: tuple[str, ...]
+    # (part) → {module path: style in TP_STYLES} for the modules the part holds
+    tensor_parallel_plan: Callable[[nn.Module], dict[str, str]]
+    # (meta model, layer indices per global stage, number of stages, this rank's stage ids) → parts
+    split_for_pipeline: Callable
+    # a part's copy of a tied weight → the name the whole model stores it under
+    tied_parameters: Mapping[str, str]
+    # the submodule of a layer that selective recomputation recomputes (attention's s² part)
+    selective_recompute_module: str
+    count_parameters: Callable[[object], int]
+    flops_per_token: Callable[[object, int], float]
+    activation_bytes_per_layer: Callable[..., float]
+
+    def build_meta(self, cfg) -> nn.Module:
+        """The model on the meta device: shapes and structure, no memory, no RNG draws."""
+        import torch
+
+        with torch.device("meta"):
+            return self.model_class(cfg)
+
+
+GPT_SPEC = FamilySpec(
+    name="gpt",
+    config_class=gpt.GPTConfig,
+    model_class=gpt.GPT,
+    layer_stacks=("layers",),
+    tensor_parallel_plan=gpt.tensor_parallel_plan,
+    split_for_pipeline=gpt.split_for_pipeline,
+    tied_parameters=gpt.TIED_PARAMETERS,
+    selective_recompute_module="self_attention.core_attention",
+    count_parameters=gpt.count_parameters,
+    flops_per_token=gpt.flops_per_token,
+    activation_bytes_per_layer=gpt.activation_bytes_per_layer,
+)
+
+FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (GPT_SPEC,)}
+
+
+def get_family(name: str) -> FamilySpec:
+    """The spec of family ``name``; an ArtifactError naming the known families otherwise."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ArtifactError(f"unknown model family {name!r}; this bignlp-models knows: {', '.join(sorted(FAMILIES))}",
+                            hint="upgrade bignlp-models, or check summary.family in the checkpoint's manifest") \
+            from None
+
+
+def family_of(model: nn.Module) -> FamilySpec:
+    """The spec whose model class built ``model`` (a part or a parallelised model included)."""
+    for spec in FAMILIES.values():
+        if isinstance(model, spec.model_class):
+            return spec
+    raise TypeError(f"{type(model).__name__} belongs to no registered model family")
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Distinct parameters (a tied weight counts once)."""
+    return sum(p.numel() for p in model.parameters())
