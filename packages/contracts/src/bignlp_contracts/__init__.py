@@ -18,10 +18,12 @@ from .config import (
     to_dict,
 )
 from .errors import ArtifactError, BigNLPError, ConfigError, InputError, RetryableError, exit_on_error
-from .kinds import GPT_CHECKPOINT, KINDS, MEGATRON_DATASET, ArtifactKind, get_kind
+from .kinds import CHECKPOINT_KINDS, GPT_CHECKPOINT, KINDS, MEGATRON_DATASET, MODEL_CHECKPOINT, ArtifactKind, get_kind
 from .layout import (
     DatasetRef,
     checkpoint_dir_name,
+    checkpoint_family,
+    checkpoint_vocab_size,
     dataset_prefix_name,
     latest_checkpoint,
     read_checkpoint,
@@ -43,14 +45,15 @@ from .manifest import (
 )
 from .runenv import RunEnv, discover_run_env, expand_hostlist
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
-    "MANIFEST_NAME", "KINDS", "MEGATRON_DATASET", "GPT_CHECKPOINT",
+    "MANIFEST_NAME", "KINDS", "MEGATRON_DATASET", "MODEL_CHECKPOINT", "GPT_CHECKPOINT", "CHECKPOINT_KINDS",
     "ArtifactKind", "ArtifactError", "BigNLPError", "ConfigError", "DatasetRef", "InputError",
     "Manifest", "Producer", "RetryableError", "RunEnv",
     "apply_overrides", "atomic_directory", "atomic_output_file", "atomic_write_bytes", "atomic_write_text",
-    "checkpoint_dir_name", "dataset_prefix_name", "discover_run_env", "dump_config", "exit_on_error",
+    "checkpoint_dir_name", "checkpoint_family", "checkpoint_vocab_size", "dataset_prefix_name", "discover_run_env",
+    "dump_config", "exit_on_error",
     "expand_hostlist", "from_dict", "get_kind", "git_commit", "input_record", "latest_checkpoint", "load_config",
     "load_yaml", "parse_override", "read_checkpoint", "read_manifest",
     "remove_abandoned_checkpoint_writes", "remove_manifest", "resolve_dataset",

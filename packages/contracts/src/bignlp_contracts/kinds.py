@@ -35,17 +35,36 @@ MEGATRON_DATASET = ArtifactKind(
     produced_by="bignlp-dataprep preprocess --input FILE --output-prefix DIR/NAME ... (or: bignlp-dataprep run)",
 )
 
-GPT_CHECKPOINT = ArtifactKind(
-    name="gpt-checkpoint",
+MODEL_CHECKPOINT = ArtifactKind(
+    name="model-checkpoint",
     kind_version=1,
     description=(
-        "One training checkpoint: a torch.distributed.checkpoint directory (model, optimizer, "
-        "scheduler, data position, RNG), the resolved training config as config.yaml and the "
-        "tokenizer files under tokenizer/."
+        "One training checkpoint of any model family: a torch.distributed.checkpoint directory dcp/ "
+        "(model weights under model.*, optimizer, data position, RNG), the resolved training config as "
+        "config.yaml and the tokenizer files under tokenizer/. summary.family names the family "
+        "(\"gpt\"), summary.model its architecture (the family's config: padded vocab_size, layers, "
+        "widths), summary.vocab_size the tokenizer's unpadded vocabulary and summary.tokenizer the "
+        "tokenizer (type, files under tokenizer/, vocab_size, eod_id)."
     ),
     produced_by="bignlp-train pretrain --config gpt3/tiny-cpu model.data.data_prefix=[1.0,DIR/NAME_text_document]",
     required_files=("config.yaml", "dcp/.metadata"),
 )
+
+# Legacy: what bignlp-train 0.5.0 wrote (a GPT, no summary.family). Still read; no longer written.
+GPT_CHECKPOINT = ArtifactKind(
+    name="gpt-checkpoint",
+    kind_version=1,
+    description=(
+        "Legacy (bignlp-train 0.5.0) GPT training checkpoint, read as a model-checkpoint of family gpt: "
+        "a torch.distributed.checkpoint directory (model, optimizer, scheduler, data position, RNG), the "
+        "resolved training config as config.yaml and the tokenizer files under tokenizer/."
+    ),
+    produced_by=MODEL_CHECKPOINT.produced_by,
+    required_files=("config.yaml", "dcp/.metadata"),
+)
+
+# The kinds a model checkpoint may have, newest first (read_checkpoint accepts each).
+CHECKPOINT_KINDS: tuple[ArtifactKind, ...] = (MODEL_CHECKPOINT, GPT_CHECKPOINT)
 
 CSP_VALIDATION = ArtifactKind(
     name="csp-validation",
@@ -59,7 +78,9 @@ CSP_VALIDATION = ArtifactKind(
     required_files=("result.json",),
 )
 
-KINDS: dict[str, ArtifactKind] = {k.name: k for k in (MEGATRON_DATASET, GPT_CHECKPOINT, CSP_VALIDATION)}
+KINDS: dict[str, ArtifactKind] = {
+    k.name: k for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION)
+}
 
 
 def get_kind(name: str) -> ArtifactKind:

@@ -12,19 +12,31 @@ Its ``summary`` holds ``datasets`` (one entry per pair: prefix, json_key,
 num_documents, num_tokens, dtype) and ``tokenizer`` (type, file paths relative
 to DIR, vocab_size, eod_id).
 
-Checkpoint artifact (kind ``gpt-checkpoint``), made by ``bignlp-train``::
+Checkpoint artifact (kind ``model-checkpoint``), made by ``bignlp-train``::
 
     RUN_DIR/checkpoints/
       step-00000100/                  one artifact per saved step
-        dcp/                          torch.distributed.checkpoint files
+        dcp/                          torch.distributed.checkpoint files: model.* (weights under the
+                                      whole model's parameter names), optim.*, train_state.*, rng.*
         config.yaml                   resolved training config
         tokenizer/                    tokenizer files, copied from the dataset
         manifest.json                 written last
+      .step-00000200.tmp/             a save in progress (or abandoned by a killed run): never read
       latest                          text: the name of the newest complete step dir
+
+Its ``summary`` holds ``family`` (the model family, ``"gpt"``), ``model`` (the family's
+architecture config; ``vocab_size`` there is the padded vocabulary, the embedding's rows),
+``vocab_size`` (the tokenizer's, unpadded), ``padded_vocab_size``, ``num_parameters``,
+``step`` and ``tokenizer`` (as in a dataset, file paths relative to the step dir).
+
+The legacy kind ``gpt-checkpoint`` (bignlp-train 0.5.0) has the same layout without
+``summary.family`` (always a GPT) and ``summary.vocab_size`` (``checkpoint_vocab_size``
+finds it in the config or the tokenizer summary); ``read_checkpoint`` reads both.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -33,7 +45,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import ArtifactError
-from .kinds import GPT_CHECKPOINT, MEGATRON_DATASET
+from .kinds import CHECKPOINT_KINDS, GPT_CHECKPOINT, MEGATRON_DATASET, MODEL_CHECKPOINT
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -145,8 +157,14 @@ def set_latest_checkpoint(run_dir: str | os.PathLike, checkpoint_dir: str | os.P
 
 
 def read_checkpoint(path: str | os.PathLike, *, verify: str = "size") -> tuple[Path, Manifest]:
-    """Validate a checkpoint artifact; a run directory means its latest checkpoint."""
+    """Validate a checkpoint artifact (``model-checkpoint``, or the legacy ``gpt-checkpoint``).
+
+    A run directory means its latest complete checkpoint. Returns the checkpoint directory and
+    its manifest; an ``ArtifactError`` names what is wrong (no manifest, another kind, a save
+    still in progress, a missing ``dcp/.metadata``) and how to produce a checkpoint.
+    """
     path = Path(path)
+    how = f"produce one with: {MODEL_CHECKPOINT.produced_by}"
     if not (path / MANIFEST_NAME).exists() and (path / CHECKPOINTS_DIR).is_dir():
         latest = latest_checkpoint(path)
         if latest is None:
@@ -155,4 +173,58 @@ def read_checkpoint(path: str | os.PathLike, *, verify: str = "size") -> tuple[P
                 hint="train longer or lower exp_manager.checkpoint_callback_params.every_n_steps",
             )
         path = latest
-    return path, read_manifest(path, GPT_CHECKPOINT, verify=verify)
+    if path.name.startswith(".step-") and path.is_dir() and not (path / MANIFEST_NAME).exists():
+        raise ArtifactError(
+            f"{path}: a checkpoint save in progress, or abandoned by a killed run (a temporary directory, "
+            "not a checkpoint)",
+            hint=f"give the run directory or a complete checkpoints/step-* directory; {how}",
+        )
+    found = _manifest_kind(path)
+    names = {k.name: k for k in CHECKPOINT_KINDS}
+    if found is not None and found not in names:
+        raise ArtifactError(
+            f"{path}: is a {found!r} artifact, not a model checkpoint (expected {MODEL_CHECKPOINT.name!r} "
+            f"or the legacy {GPT_CHECKPOINT.name!r})",
+            hint=f"give a training run directory or one of its checkpoints/step-* directories; {how}",
+        )
+    return path, read_manifest(path, names.get(found, MODEL_CHECKPOINT), verify=verify)
+
+
+def _manifest_kind(path: Path) -> str | None:
+    """The ``kind`` a manifest declares, or None when there is no readable one (read_manifest says why)."""
+    try:
+        data = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def checkpoint_family(manifest: Manifest) -> str:
+    """The model family of a checkpoint: ``summary.family``; ``"gpt"`` for the legacy gpt-checkpoint."""
+    if manifest.kind == GPT_CHECKPOINT.name:
+        return str(manifest.summary.get("family", "gpt"))
+    family = manifest.summary.get("family")
+    if not isinstance(family, str) or not family:
+        raise ArtifactError(
+            f"{manifest.kind} manifest has no summary.family (the model family)",
+            hint=f"re-create the checkpoint with: {MODEL_CHECKPOINT.produced_by}",
+        )
+    return family
+
+
+def checkpoint_vocab_size(manifest: Manifest) -> int | None:
+    """A checkpoint's unpadded vocabulary (the tokenizer's), or None if the manifest does not say.
+
+    ``summary.vocab_size`` (model-checkpoint); for the legacy kind, the training config's
+    ``model.tokenizer.vocab_size`` when it was set, else the tokenizer summary's ``vocab_size``.
+    """
+    value = manifest.summary.get("vocab_size")
+    if value is None:
+        model_cfg = manifest.config.get("model") if isinstance(manifest.config, dict) else None
+        tokenizer_cfg = model_cfg.get("tokenizer") if isinstance(model_cfg, dict) else None
+        value = tokenizer_cfg.get("vocab_size") if isinstance(tokenizer_cfg, dict) else None
+    if value is None:
+        tokenizer = manifest.summary.get("tokenizer")
+        value = tokenizer.get("vocab_size") if isinstance(tokenizer, dict) else None
+    return int(value) if value is not None else None
