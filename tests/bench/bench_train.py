@@ -210,6 +210,11 @@ def memory_cases(tp: int, sp: bool) -> list[dict]:
             sys.exit(f"recompute {case}: no checkpoint was seen (does parallelize.py still call "
                      "torch.utils.checkpoint.checkpoint?); this bench cannot count what it keeps")
         results.append(dict(case=case, tp=tp, sp=sp, bytes=total, records=records))
+    # The logits this rank materialises: vocabulary-parallel under TP, so 1/t of b·s·V.
+    with torch.no_grad():
+        logits = model(tokens)
+    local = logits.to_local() if hasattr(logits, "to_local") else logits
+    results.append(dict(case="logits", tp=tp, sp=sp, bytes=local.numel() * local.element_size(), records=[]))
     return results
 
 
@@ -254,6 +259,17 @@ def bench_memory(args) -> None:
         results.append(r0)
     sbh = s * b * h
     missed = []
+    logit_rows = [r for r in results if r["case"] == "logits"]
+    for r in logit_rows:
+        t = r["tp"]
+        want = b * s * cfg.vocab_size * 2 / t  # bf16 logits of this rank's vocabulary slice
+        layout = "1 process" if t == 1 else f"TP={t}{'+SP' if r['sp'] else ''} (per rank)"
+        ok = "ok" if r["bytes"] == want else "MISS"
+        print(f"logits    {layout:20s} measured {r['bytes'] / 2**20:7.2f} MiB | b·s·V·2/t {want / 2**20:7.2f} MiB | "
+              f"ratio to 1 process {r['bytes'] / (b * s * cfg.vocab_size * 2):.2f} {ok} (target 1/t)")
+        if ok == "MISS":
+            missed.append(f"logits {layout}")
+    results = [r for r in results if r["case"] != "logits"]
     for r in results:
         t = r["tp"]
         # the family spec's formula (Korthikanti et al. 2022, Table 2), which the HP tool plans with
@@ -271,7 +287,8 @@ def bench_memory(args) -> None:
             for rec in r["records"]:
                 print(f"    {rec['bytes'] / sbh:6.2f} sbh  {str(list(rec['shape'])):18s} {rec['dtype']:9s} "
                       f"{rec['how']:16s} from {rec['producer']}")
-    print(f"{len(results) - len(missed)} of {len(results)} cases within 10%"
+    total = len(results) + len(logit_rows)
+    print(f"{total - len(missed)} of {total} cases on target (activations within 10% of the formula, logits 1/t)"
           + (f"; outside: {', '.join(missed)} (their tensors are listed under each)" if missed else ""))
 
 

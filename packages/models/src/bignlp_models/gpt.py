@@ -218,11 +218,14 @@ def tensor_parallel_plan(part: GPT) -> dict[str, str]:
 
     Column-parallel QKV and first MLP linear (each rank keeps whole heads: the fused per-head
     [q|k|v] layout splits cleanly), row-parallel output projections; LayerNorms run on the
-    sequence shard under sequence parallelism; the embedding's output is cut into sequence
-    shards and the final LayerNorm's gathered again for the output layer.
+    sequence shard under sequence parallelism. The token embedding is vocabulary-parallel
+    (Megatron's VocabParallelEmbedding), and so is the output layer tied to it: each rank computes
+    the logits of its slice of the vocabulary only, and the loss is computed over the slices
+    without gathering them (the final LayerNorm's output enters the output layer whole).
     """
     plan: dict[str, str] = {}
     if part.embedding is not None:
+        plan["embedding.word_embeddings"] = "vocab_embedding"
         plan["embedding"] = "embedding"
     for key in part.layers:
         prefix = f"layers.{key}"
@@ -236,4 +239,6 @@ def tensor_parallel_plan(part: GPT) -> dict[str, str]:
         })
     if part.final_layernorm is not None:
         plan["final_layernorm"] = "final_norm"
+    if part.output_layer is not None:
+        plan["output_layer"] = "vocab_weight"
     return plan

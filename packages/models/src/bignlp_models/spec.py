@@ -22,8 +22,10 @@ TP_STYLES = {
     "rowwise": "row-parallel linear: input features split, output summed (reduce-scattered along the sequence "
                "under SP)",
     "norm": "per-token module (LayerNorm): runs on the sequence shard under SP, replicated otherwise",
-    "embedding": "replicated embedding whose output is cut into sequence shards under SP",
-    "final_norm": "per-token module whose output is gathered along the sequence again under SP",
+    "vocab_embedding": "token embedding split along the vocabulary (each rank looks up its rows, outputs summed)",
+    "embedding": "embedding block whose output is cut into sequence shards under SP",
+    "final_norm": "last per-token module: its output, whole again, enters the vocabulary-parallel output layer",
+    "vocab_weight": "a weight split along the vocabulary (a pipeline part's copy of the tied output weight)",
 }
 
 

@@ -16,6 +16,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -98,7 +99,8 @@ def parameters(parts: list[nn.Module]) -> list[nn.Parameter]:
 
 def train_step(task: Task, parts: list[nn.Module], optimizer: Optimizers, batches: Iterator[dict], *,
                num_micro_batches: int, clip: float, device: torch.device, dp: DataParallel = DataParallel(),
-               pipeline: Pipeline | None = None) -> tuple[float, float]:
+               pipeline: Pipeline | None = None,
+               loss_context: Callable[[], AbstractContextManager] = nullcontext) -> tuple[float, float]:
     """One optimizer step: accumulate gradients over this rank's ``num_micro_batches``, clip, update.
 
     Each micro-batch loss is a mean, scaled by 1/local count; FSDP averages the
@@ -107,7 +109,8 @@ def train_step(task: Task, parts: list[nn.Module], optimizer: Optimizers, batche
     reduce-scatters (the others accumulate locally: Megatron's no_sync). With a ``pipeline``
     its schedule runs the micro-batches (1F1B) and the norm spans all stages. Returns the
     mean loss and the global gradient norm before clipping. A NaN/inf loss or gradient norm
-    skips the update (every rank sees the same values, so all skip).
+    skips the update (every rank sees the same values, so all skip). ``loss_context``: what the loss's
+    forward and backward run under (``parallelize.loss_context``).
     """
     n = num_micro_batches
     if pipeline is not None:
@@ -121,8 +124,9 @@ def train_step(task: Task, parts: list[nn.Module], optimizer: Optimizers, batche
         for i in range(n):
             if sync is not None:
                 sync(i == n - 1)
-            loss = task.loss(model, next(batches))
-            (loss / n).backward()
+            with loss_context():
+                loss = task.loss(model, next(batches))
+                (loss / n).backward()
             loss_sum += loss.detach()
         grad_norm = clip_grad_norm_(parameters(parts), clip).item()  # global: the same on every rank
     mean_loss = dp.mean(loss_sum, n)
@@ -135,7 +139,8 @@ def train_step(task: Task, parts: list[nn.Module], optimizer: Optimizers, batche
 def run_loop(task: Task, cfg: TrainConfig, *, parts: list[nn.Module], optimizer: Optimizers,
              pipeline: Pipeline | None, state: TrainState, progress: Progress, device: torch.device,
              dp: DataParallel, mesh, started: float, resumed: bool, latest: Path | None,
-             log: Callable[[str], None]) -> LoopResult:
+             log: Callable[[str], None],
+             loss_context: Callable[[], AbstractContextManager] = nullcontext) -> LoopResult:
     """Train from ``state`` to ``trainer.max_steps`` (or until time or a signal says stop)."""
     trainer, em = cfg.trainer, cfg.exp_manager
     initial_val = final_val = None
@@ -158,7 +163,7 @@ def run_loop(task: Task, cfg: TrainConfig, *, parts: list[nn.Module], optimizer:
             set_lr(optimizer, lr)
             train_loss, grad_norm = train_step(task, parts, optimizer, batches,
                                                num_micro_batches=cfg.model.num_micro_batches // dp.size, clip=clip,
-                                               device=device, dp=dp, pipeline=pipeline)
+                                               device=device, dp=dp, pipeline=pipeline, loss_context=loss_context)
             if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
                 progress.record("diverged", step=state.step + 1, loss=train_loss, grad_norm=grad_norm, lr=lr)
                 raise _diverged(state.step + 1, train_loss, grad_norm, lr, latest, trainer.precision_name)

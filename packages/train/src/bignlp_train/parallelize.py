@@ -17,22 +17,25 @@ Gradient clipping over sharded gradients needs the global norm: ``clip_grad_norm
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     PrepareModuleOutput,
     RowwiseParallel,
     SequenceParallel,
+    loss_parallel,
     parallelize_module,
 )
+from torch.distributed.tensor.parallel.style import ParallelStyle
 
 from bignlp_models import FamilySpec
 
@@ -49,15 +52,41 @@ def _tp_styles(style: str, sequence_parallel: bool) -> list:
         return [ColwiseSequenceParallel() if sequence_parallel else ColwiseParallel(input_layouts=stream)]
     if style == "rowwise":
         return [RowwiseParallel(output_layouts=stream)]
+    if style == "vocab_embedding":  # rows split along the vocabulary; each rank's lookups summed
+        return [RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())]
+    if style == "vocab_weight":
+        return [_VocabShardedWeight()]
+    if style == "final_norm":
+        # The output, as a replicated DTensor (gathered along the sequence under SP), meets the
+        # vocabulary-split output weight: the logits come out split along the vocabulary.
+        gather = PrepareModuleOutput(output_layouts=stream, desired_output_layouts=Replicate(), use_local_output=False)
+        return [SequenceParallel(), gather] if sequence_parallel else [gather]
     if not sequence_parallel:
         return []  # the rest is replicated: nothing to do without SP
     if style == "norm":
         return [SequenceParallel()]
     if style == "embedding":  # keep this rank's sequence chunk of the output (no communication)
         return [PrepareModuleOutput(output_layouts=Replicate(), desired_output_layouts=Shard(1))]
-    if style == "final_norm":  # on the chunk, then gather the sequence for the replicated output layer
-        return [SequenceParallel(), PrepareModuleOutput(output_layouts=Shard(1), desired_output_layouts=Replicate())]
     raise ValueError(f"unknown tensor-parallel style {style!r}")
+
+
+class _VocabShardedWeight(ParallelStyle):
+    """A module's ``weight`` split along dim 0 (the vocabulary), as the tied embedding it copies."""
+
+    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        def partition(_name: str, mod: nn.Module, mesh: DeviceMesh) -> None:
+            mod.register_parameter("weight", nn.Parameter(distribute_tensor(mod.weight, mesh, [Shard(0)])))
+
+        return distribute_module(module, device_mesh, partition)
+
+
+def loss_context(mesh: DeviceMesh | None) -> Callable[[], contextlib.AbstractContextManager]:
+    """What to run a loss (forward and backward) under: torch's ``loss_parallel`` when tensor
+    parallelism splits the logits along the vocabulary, so no rank gathers the full-vocabulary
+    logits (at 175B, GBS 2048, s 2048, V 51200 the largest activation of a step); else nothing."""
+    if mesh is not None and "tp" in (mesh.mesh_dim_names or ()) and mesh["tp"].size() > 1:
+        return loss_parallel
+    return contextlib.nullcontext
 
 
 def apply_tp(part: nn.Module, spec: FamilySpec, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:

@@ -21,6 +21,7 @@ other (see checkpoint.py).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.distributed as dist
@@ -69,8 +70,10 @@ class Pipeline:
     """
 
     def __init__(self, parts: list[nn.Module], spec: FamilySpec, mesh: DeviceMesh, device: torch.device,
-                 num_micro_batches: int, *, virtual: int = 1) -> None:
+                 num_micro_batches: int, *, virtual: int = 1,
+                 loss_context: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.parts = parts
+        self.loss_context = loss_context  # the schedule runs the loss's forward and backward inside
         self.device = device
         self.pp_group = mesh["pp"].get_group()
         pp = mesh["pp"].size()
@@ -115,7 +118,8 @@ class Pipeline:
         if self.has_last_stage:
             target = _pack_target(batch["labels"].to(self.device), batch["loss_mask"].to(self.device))
         losses: list[torch.Tensor] = []  # the last stage's, one per micro-batch
-        run(*args, target=target, losses=losses, **kwargs)
+        with self.loss_context():
+            run(*args, target=target, losses=losses, **kwargs)
         if losses:
             total = torch.stack([loss.detach().float() for loss in losses]).sum() * self._loss_divisor
         else:
@@ -148,6 +152,10 @@ class Pipeline:
         for tied in self.tied:
             if tied.grad is None:
                 tied.grad = torch.zeros_like(tied)
+            elif isinstance(tied.grad, DTensor) and tied.grad.placements != tied.placements:
+                # A vocabulary-parallel embedding's gradient comes back replicated over the TP ranks: keep
+                # this rank's rows (a local slice, no communication), as the last stage's copy holds them.
+                tied.grad = tied.grad.redistribute(tied.device_mesh, tied.placements)
             dist.all_reduce(_local(tied.grad), group=self.embedding_group)
 
 

@@ -49,7 +49,7 @@ from .data import (
 from .loggers import attach_loggers, check_loggers
 from .loop import DataParallel, TrainingDivergedError, run_loop
 from .optim import Optimizers
-from .parallelize import build_model_parts
+from .parallelize import build_model_parts, loss_context
 from .pipeline import Pipeline
 from .progress import Progress
 from .recompute import Recompute
@@ -182,12 +182,13 @@ class PretrainTask:
 
     def __init__(self, cfg: TrainConfig, plan: RunPlan, *, parts: list[nn.Module], optimizer: Optimizers,
                  spec: FamilySpec, datasets: tuple, inputs: list[dict], device: torch.device, dp: DataParallel,
-                 pipeline: Pipeline | None, num_parameters: int) -> None:
+                 pipeline: Pipeline | None, num_parameters: int, mesh=None) -> None:
         self.cfg, self.plan, self.parts, self.optimizer, self.spec = cfg, plan, parts, optimizer, spec
         self.train_ds, self.valid_ds, self.test_ds = datasets
         self.inputs, self.device, self.dp, self.pipeline = inputs, device, dp, pipeline
         self.num_parameters = num_parameters
         self.eod_id = plan.tokenizer.eod_id
+        self.loss_context = loss_context(mesh)
 
     def _micro_batches(self, dataset, start: int, num_samples: int) -> Iterator[dict]:
         m = self.cfg.model
@@ -227,7 +228,8 @@ class PretrainTask:
                 count += n
         else:
             for mb in mbs:
-                total += self.loss(self.parts[0], mb)
+                with self.loss_context():
+                    total += self.loss(self.parts[0], mb)
                 count += 1
         for part in self.parts:
             part.train()
@@ -310,7 +312,8 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
                               param_dtype=param_dtype)
     pipeline = None
     if m.pipeline_model_parallel_size > 1:
-        pipeline = Pipeline(parts, spec, mesh, device, m.num_micro_batches // dp.size, virtual=m.virtual_pipeline_size)
+        pipeline = Pipeline(parts, spec, mesh, device, m.num_micro_batches // dp.size, virtual=m.virtual_pipeline_size,
+                            loss_context=loss_context(mesh))
         n_params = spec.count_parameters(arch)  # this rank holds a part
     else:
         n_params = num_parameters(parts[0])
@@ -319,7 +322,7 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     datasets = build_datasets(cfg, plan.entries, plan.tokenizer, cache_dir)
     inputs = [input_record(a) for a in dict.fromkeys(e.ref.artifact_dir for e in plan.entries)]
     task = PretrainTask(cfg, plan, parts=parts, optimizer=optimizer, spec=spec, datasets=datasets, inputs=inputs,
-                        device=device, dp=dp, pipeline=pipeline, num_parameters=n_params)
+                        device=device, dp=dp, pipeline=pipeline, num_parameters=n_params, mesh=mesh)
 
     state = TrainState()
     if resume_from is not None:
@@ -343,7 +346,7 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
                    resume_step=None if resume_from is None else state.step)
     out = run_loop(task, cfg, parts=parts, optimizer=optimizer, pipeline=pipeline, state=state, progress=progress,
                    device=device, dp=dp, mesh=mesh, started=started, resumed=resume_from is not None,
-                   latest=resume_from, log=log)
+                   latest=resume_from, log=log, loss_context=loss_context(mesh))
     return TrainResult(
         run_dir=run_dir, step=out.state.step, max_steps=trainer.max_steps, initial_val_loss=out.initial_val_loss,
         final_val_loss=out.final_val_loss, test_loss=out.test_loss, latest_checkpoint=latest_checkpoint(run_dir),
