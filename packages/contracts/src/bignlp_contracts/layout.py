@@ -170,7 +170,8 @@ def read_checkpoint(path: str | os.PathLike, *, verify: str = "size") -> tuple[P
         if latest is None:
             raise ArtifactError(
                 f"{path}: training run has no complete checkpoint yet.",
-                hint="train longer or lower exp_manager.checkpoint_callback_params.every_n_steps",
+                hint="train longer or lower exp_manager.checkpoint_callback_params.every_n_steps; checkpoints "
+                     f"are written by: {MODEL_CHECKPOINT.produced_by}",
             )
         path = latest
     if path.name.startswith(".step-") and path.is_dir() and not (path / MANIFEST_NAME).exists():

@@ -3,8 +3,10 @@
 - ``layers``: building blocks (attention with Megatron names and fused per-head QKV, MLP, embeddings).
 - ``gpt``: the GPT-3-style decoder.
 - ``spec``: one ``FamilySpec`` per family; ``get_family(name)``.
+- ``checkpoint``: ``load_model(checkpoint)`` for inference (weights only), over one device or several.
 """
 
+from .checkpoint import LoadedModel, load_model, load_state_dict_only
 from .gpt import GPT, GPTConfig, build_model
 from .losses import lm_loss
 from .spec import FAMILIES, GPT_SPEC, FamilySpec, family_of, get_family, num_parameters
@@ -15,4 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "FAMILIES", "GPT", "GPT_SPEC", "FamilySpec", "GPTConfig", "build_model", "family_of", "get_family", "lm_loss",
     "num_parameters", "padded_vocab_size",
+    "LoadedModel", "load_model", "load_state_dict_only",
 ]
