@@ -4,10 +4,13 @@
 - ``gpt``: the GPT-3-style decoder.
 - ``spec``: one ``FamilySpec`` per family; ``get_family(name)``.
 - ``checkpoint``: ``load_model(checkpoint)`` for inference (weights only), over one device or several.
+- ``generate``: batched generation with a KV cache (``KVCache`` in ``layers``), greedy or sampled.
 """
 
 from .checkpoint import LoadedModel, load_model, load_state_dict_only
+from .generate import Generation, PromptError, Sampling, generate, sample_logits, stream_generate
 from .gpt import GPT, GPTConfig, build_model
+from .layers import KVCache
 from .losses import lm_loss
 from .spec import FAMILIES, GPT_SPEC, FamilySpec, family_of, get_family, num_parameters
 from .vocab import padded_vocab_size
@@ -18,4 +21,5 @@ __all__ = [
     "FAMILIES", "GPT", "GPT_SPEC", "FamilySpec", "GPTConfig", "build_model", "family_of", "get_family", "lm_loss",
     "num_parameters", "padded_vocab_size",
     "LoadedModel", "load_model", "load_state_dict_only",
+    "Generation", "KVCache", "PromptError", "Sampling", "generate", "sample_logits", "stream_generate",
 ]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, Dropout, Embedding, LayerStack, OutputLayer, SelfAttention
+from .layers import MLP, Dropout, Embedding, KVCache, LayerCache, LayerStack, OutputLayer, SelfAttention, vocab_logits
 
 Fill = Callable[[torch.Tensor, Callable[[torch.Tensor], object]], None]  # (param, init_) -> None
 
@@ -56,8 +56,12 @@ class TransformerLayer(nn.Module):
         self.mlp = MLP(cfg)
         self.dropout = Dropout(cfg.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.self_attention(self.input_layernorm(x), attention_mask))
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        if cache is None:
+            x = x + self.dropout(self.self_attention(self.input_layernorm(x), attention_mask))
+        else:
+            x = x + self.dropout(self.self_attention(self.input_layernorm(x), attention_mask, cache))
         return x + self.dropout(self.mlp(self.pre_mlp_layernorm(x)))
 
 
@@ -66,6 +70,9 @@ class GPT(nn.Module):
 
     As a pipeline part without the embedding it takes hidden states instead of tokens, and
     without the final LayerNorm it returns hidden states instead of logits.
+
+    Incremental decoding: ``forward(new_tokens, cache=cache)`` with a ``KVCache`` runs the new
+    positions only, attending over the cached ones; positions and masks come from the cache.
     """
 
     def __init__(self, cfg: GPTConfig) -> None:
@@ -88,16 +95,42 @@ class GPT(nn.Module):
         tokens: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
+        """Logits (or a part's hidden states) of every position of ``tokens`` (batch, seq).
+
+        ``attention_mask`` (batch, 1, seq, seq), True = may attend: causal when None.
+        ``cache``: ``tokens`` are the positions after the cached ones (see ``KVCache``); the
+        cache supplies position ids and the mask, and is advanced past them.
+        ``logits_to_keep`` > 0: logits of the last that many positions only (decoding needs the
+        last one; the output projection is the largest matmul of a step).
+        """
         x = tokens
+        if cache is not None:
+            if attention_mask is not None:
+                raise ValueError("attention_mask and cache together: with a cache the mask comes from the cache")
+            num_new = tokens.shape[1]
+            attention_mask = cache.attention_mask(num_new)
+            if position_ids is None:
+                position_ids = cache.position_ids(num_new)
         if self.embedding is not None:
             if position_ids is None:
                 position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
             x = self.embedding(tokens, position_ids)
-        x = self.layers(x, attention_mask)
+        if cache is None:
+            x = self.layers(x, attention_mask)
+        else:
+            x = self.layers(x, attention_mask, cache=cache)
+            cache.advance(num_new)
         if self.final_layernorm is None:
             return x
-        return F.linear(self.final_layernorm(x), self.output_weight)
+        if logits_to_keep > 0:
+            x = x[:, -logits_to_keep:]
+        if cache is None:
+            return F.linear(self.final_layernorm(x), self.output_weight)
+        return vocab_logits(self.final_layernorm(x), self.output_weight)  # a decoding step's few rows
 
     @torch.no_grad()
     def init_weights(self, fill: Fill | None = None) -> None:
