@@ -13,6 +13,7 @@ from train_helpers import tiny_overrides
 from bignlp_contracts import (
     GPT_CHECKPOINT,
     MANIFEST_NAME,
+    MODEL_CHECKPOINT,
     Producer,
     latest_checkpoint,
     read_checkpoint,
@@ -66,6 +67,7 @@ def test_loss_decreases_and_layout(dataset, tmp_path):
     assert s["tokenizer"]["vocab_file"] == "tokenizer/vocab.json" and s["tokenizer"]["eod_id"] == 511
     assert manifest.inputs[0]["kind"] == "megatron-dataset" and manifest.inputs[0]["path"] == str(dataset.parent)
     assert manifest.producer.package == "bignlp-train"
+    assert manifest.kind == "model-checkpoint" and s["family"] == "gpt" and s["vocab_size"] == 512
     # top-1 by val_loss plus the latest: at most two survive
     assert 1 <= len(list(ckpt_root.glob("step-*"))) <= 2
 
@@ -151,7 +153,7 @@ def _fake_checkpoint(run_dir: Path, step: int, val_loss: float | None) -> Path:
     (path / "dcp").mkdir(parents=True)
     (path / "dcp" / ".metadata").write_text("x")
     (path / "config.yaml").write_text("{}\n")
-    write_manifest(path, GPT_CHECKPOINT, producer=Producer("t", "0"), files=["config.yaml"],
+    write_manifest(path, MODEL_CHECKPOINT, producer=Producer("t", "0"), files=["config.yaml"],
                    summary={"step": step, "val_loss": val_loss})
     return path
 
@@ -217,3 +219,17 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(dataset
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000003"]
     assert records(tmp_path, "diverged")[0]["step"] == 5
     assert max(r["step"] for r in records(tmp_path, "train")) == 4
+
+
+def test_resume_from_a_legacy_gpt_checkpoint(dataset, tmp_path):
+    """A 0.5.0 run directory (kind gpt-checkpoint, no summary.family/vocab_size) resumes as before."""
+    first, _ = run(str(dataset), tmp_path, "trainer.max_steps=2")
+    ckpt = first.latest_checkpoint
+    old = read_checkpoint(ckpt)[1]
+    summary = {k: v for k, v in old.summary.items() if k not in ("family", "vocab_size")}
+    write_manifest(ckpt, GPT_CHECKPOINT, producer=old.producer, files=list(old.files),
+                   config=old.config, inputs=old.inputs, summary=summary)
+    assert read_checkpoint(ckpt)[1].kind == "gpt-checkpoint"
+    resumed, _ = run(str(dataset), tmp_path, "trainer.max_steps=3")
+    assert resumed.resumed_from == ckpt and resumed.step == 3
+    assert read_checkpoint(tmp_path)[1].kind == "model-checkpoint"

@@ -1,4 +1,5 @@
-"""Checkpoints in the ``gpt-checkpoint`` layout (see bignlp_contracts.layout).
+"""Checkpoints in the ``model-checkpoint`` layout (see bignlp_contracts.layout); the legacy
+``gpt-checkpoint`` of bignlp-train 0.5.0 resumes too.
 
 ``RUN_DIR/checkpoints/step-00000100/`` holds ``dcp/`` (torch.distributed.checkpoint:
 model, optimizer, data position, scheduler step, RNG), ``config.yaml``,
@@ -33,15 +34,15 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from bignlp_contracts import (
-    GPT_CHECKPOINT,
     MANIFEST_NAME,
+    MODEL_CHECKPOINT,
     ArtifactError,
-    Manifest,
     Producer,
     atomic_directory,
     checkpoint_dir_name,
+    checkpoint_vocab_size,
     latest_checkpoint,
-    read_manifest,
+    read_checkpoint,
     save_config,
     set_latest_checkpoint,
     to_dict,
@@ -187,7 +188,7 @@ def save_checkpoint(
             "model": dataclasses.asdict(arch),
             "tokenizer": tokenizer_summary,
         }
-        write_manifest(tmp, GPT_CHECKPOINT, producer=Producer("bignlp-train", __version__, git_commit()),
+        write_manifest(tmp, MODEL_CHECKPOINT, producer=Producer("bignlp-train", __version__, git_commit()),
                        files=files, config=to_dict(cfg), inputs=inputs, summary=summary)
     set_latest_checkpoint(run_dir, final)
     prune_checkpoints(run_dir, cfg.exp_manager.checkpoint_callback_params)
@@ -242,7 +243,7 @@ def _vocab_rows_mismatch(path: Path, sd: dict, saved: dict, prefix: str = "") ->
                 and meta.size[0] != value.shape[0]):
             continue
         if padded is None:
-            padded = read_manifest(path, GPT_CHECKPOINT, verify="none").summary.get("padded_vocab_size")
+            padded = read_checkpoint(path, verify="none")[1].summary.get("padded_vocab_size")
         if meta.size[0] != padded:
             continue  # not a vocabulary-sized entry: DCP reports the mismatch
         local = value.to_local() if isinstance(value, DTensor) else value
@@ -251,19 +252,13 @@ def _vocab_rows_mismatch(path: Path, sd: dict, saved: dict, prefix: str = "") ->
     return found
 
 
-def saved_vocab_size(manifest: Manifest) -> int | None:
-    """A checkpoint's unpadded vocabulary: model.tokenizer.vocab_size if it was set, else the dataset's."""
-    configured = manifest.config.get("model", {}).get("tokenizer", {}).get("vocab_size")
-    return configured or manifest.summary.get("tokenizer", {}).get("vocab_size")
-
-
 @torch.no_grad()
 def _repad(path: Path, resized: list[_Resized], log: Callable[[str], None] | None) -> None:
     """Keep the loaded real-token rows, and this layout's own values (fresh init, zero moments) for
     its padding rows: the padding exists for the layout's divisibility, it holds no token."""
     if not resized:
         return
-    real = int(saved_vocab_size(read_manifest(path, GPT_CHECKPOINT, verify="none")))
+    real = int(checkpoint_vocab_size(read_checkpoint(path, verify="none")[1]))
     saved_rows = resized[0].container[resized[0].key].shape[0]
     for item in resized:
         loaded, target = item.container[item.key], item.model_value
@@ -325,7 +320,7 @@ def prune_checkpoints(run_dir: Path, params: CheckpointCallbackParams) -> list[P
     for ckpt in sorted(root.glob("step-*")):
         if not (ckpt / MANIFEST_NAME).is_file() or ckpt == latest:
             continue
-        score = read_manifest(ckpt, GPT_CHECKPOINT, verify="none").summary.get(params.monitor)
+        score = read_checkpoint(ckpt, verify="none")[1].summary.get(params.monitor)
         if score is None:
             others.append(ckpt)
         else:
@@ -333,7 +328,7 @@ def prune_checkpoints(run_dir: Path, params: CheckpointCallbackParams) -> list[P
     scored.sort(key=lambda item: item[0], reverse=params.mode == "max")
     latest_score = None
     if latest is not None:
-        latest_score = read_manifest(latest, GPT_CHECKPOINT, verify="none").summary.get(params.monitor)
+        latest_score = read_checkpoint(latest, verify="none")[1].summary.get(params.monitor)
     # The latest counts towards top-k when it is itself among the best.
     slots = params.save_top_k
     if latest_score is not None and slots > 0:

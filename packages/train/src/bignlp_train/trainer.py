@@ -23,6 +23,8 @@ from torch import nn
 from bignlp_contracts import (
     ArtifactError,
     ConfigError,
+    checkpoint_family,
+    checkpoint_vocab_size,
     discover_run_env,
     input_record,
     latest_checkpoint,
@@ -34,7 +36,7 @@ from bignlp_models import GPT_SPEC, FamilySpec, GPTConfig, lm_loss, num_paramete
 from bignlp_models.masks import document_causal_mask
 
 from .affinity import apply_numa_mapping
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint, saved_vocab_size
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_parallel_layout
 from .data import (
     BlendEntry,
@@ -158,7 +160,11 @@ def check_resume_compatible(path: Path, arch: GPTConfig, entries: list[BlendEntr
     checkpoint saved with another.
     """
     _, manifest = read_checkpoint(path)
-    saved_vocab = saved_vocab_size(manifest)
+    family = checkpoint_family(manifest)
+    if family != GPT_SPEC.name:
+        raise ConfigError(f"checkpoint {path} holds a {family} model; this config trains a {GPT_SPEC.name} model",
+                          hint="resume with the config the checkpoint was written with, or another run directory")
+    saved_vocab = checkpoint_vocab_size(manifest)
     want = model_vocab_size
     if saved_vocab != want:
         raise ArtifactError(
