@@ -298,7 +298,6 @@ def bench_memory(args) -> None:
 def bench_flops(args) -> None:
     from bignlp_models import GPT
     from bignlp_train.config import load_train_config
-    from bignlp_train.trainer import gpt_config
 
     print("== flops: model FLOPs per token, trainer (flops_per_token of the config's architecture) vs "
           "6·N + 12·L·h·s counted here")
@@ -306,7 +305,7 @@ def bench_flops(args) -> None:
           "token is multiplied by; the tied token embedding counted once, as the output layer)")
     for name in ["gpt3/tiny-cpu", "gpt3/126m", "gpt3/5b", "gpt3/20b", "gpt3/40b", "gpt3/175b"]:
         cfg = load_train_config(name)
-        arch = gpt_config(cfg, 50257)  # GPT-2 BPE, padded as the trainer pads it
+        arch = cfg.model.architecture(50257)  # GPT-2 BPE, padded as the trainer pads it
         seq = cfg.model.seq_length  # what the trainer passes to flops_per_token
         with torch.device("meta"):  # shapes only: no memory even for 175B
             model = GPT(arch)

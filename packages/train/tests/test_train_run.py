@@ -14,6 +14,7 @@ from bignlp_contracts import (
     GPT_CHECKPOINT,
     MANIFEST_NAME,
     MODEL_CHECKPOINT,
+    ConfigError,
     Producer,
     latest_checkpoint,
     read_checkpoint,
@@ -233,3 +234,12 @@ def test_resume_from_a_legacy_gpt_checkpoint(dataset, tmp_path):
     resumed, _ = run(str(dataset), tmp_path, "trainer.max_steps=3")
     assert resumed.resumed_from == ckpt and resumed.step == 3
     assert read_checkpoint(tmp_path)[1].kind == "model-checkpoint"
+
+
+def test_resume_refuses_a_checkpoint_of_another_family(dataset, tmp_path):
+    first, _ = run(str(dataset), tmp_path, "trainer.max_steps=1")
+    old = read_checkpoint(first.latest_checkpoint)[1]
+    write_manifest(first.latest_checkpoint, MODEL_CHECKPOINT, producer=old.producer, files=list(old.files),
+                   config=old.config, inputs=old.inputs, summary={**old.summary, "family": "t5"})
+    with pytest.raises(ConfigError, match="holds a t5 model; this config trains a gpt model"):
+        run(str(dataset), tmp_path, "trainer.max_steps=2")

@@ -12,7 +12,6 @@ from bignlp_models import GPTConfig, build_model, num_parameters
 from bignlp_models.gpt import count_parameters
 from bignlp_train.cli import main
 from bignlp_train.config import check_parallel_layout, load_train_config, shipped_configs
-from bignlp_train.trainer import gpt_config
 
 GPT2_VOCAB = 50257
 SIZED = [name for name in shipped_configs() if re.fullmatch(r"gpt3/\d+[mb]", name)]
@@ -34,7 +33,7 @@ def test_all_sizes_ship():
 @pytest.mark.parametrize("name", SIZED)
 def test_parameter_count_matches_the_name(name):
     cfg = load_train_config(name)
-    n = count_parameters(gpt_config(cfg, GPT2_VOCAB))
+    n = count_parameters(cfg.model.architecture(GPT2_VOCAB))
     size = re.fullmatch(r"gpt3/(\d+)([mb])", name)
     nominal = int(size.group(1)) * (1e6 if size.group(2) == "m" else 1e9)
     assert n == pytest.approx(nominal, rel=0.03), f"{name}: {n:,} parameters"

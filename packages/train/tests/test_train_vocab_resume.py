@@ -28,7 +28,7 @@ from bignlp_models import GPT_SPEC, build_model
 from bignlp_train.checkpoint import load_checkpoint
 from bignlp_train.config import load_train_config
 from bignlp_train.optim import Optimizers
-from bignlp_train.trainer import gpt_config, pretrain
+from bignlp_train.trainer import pretrain
 
 GPT2 = Path(__file__).resolve().parents[3] / "tests" / "data" / "gpt2"
 GPT2_VOCAB = 50257
@@ -64,7 +64,7 @@ def saved_tp1(gpt2_dataset, tmp_path_factory) -> Path:
 
 def model_and_optimizer(cfg, seed: int = 1234):
     torch.manual_seed(seed)
-    model = build_model(gpt_config(cfg, GPT2_VOCAB))
+    model = build_model(cfg.model.architecture(GPT2_VOCAB))
     return model, Optimizers([model], cfg, torch.device("cpu"))
 
 

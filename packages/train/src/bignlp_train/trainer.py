@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ from bignlp_contracts import (
     remove_abandoned_checkpoint_writes,
     save_config,
 )
-from bignlp_models import GPT_SPEC, FamilySpec, GPTConfig, lm_loss, num_parameters, padded_vocab_size
+from bignlp_models import FamilySpec, get_family, lm_loss, num_parameters
 from bignlp_models.masks import document_causal_mask
 
 from .affinity import apply_numa_mapping
@@ -99,29 +100,11 @@ class RunPlan:
 
     entries: list[BlendEntry]
     tokenizer: TokenizerInfo
-    arch: GPTConfig
+    arch: Any  # the family's architecture config (bignlp_models), vocabulary padded
     run_dir: Path
     resume_from: Path | None
     data_parallel_size: int
     vocab_size: int  # the model's unpadded vocabulary (model.tokenizer.vocab_size, else the dataset's)
-
-
-def gpt_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
-    """The architecture from the training config and the (unpadded) vocabulary size."""
-    m = cfg.model
-    return GPTConfig(
-        vocab_size=padded_vocab_size(vocab_size, m.make_vocab_size_divisible_by, m.tensor_model_parallel_size),
-        max_position_embeddings=m.max_position_embeddings,
-        num_layers=m.num_layers,
-        hidden_size=m.hidden_size,
-        num_attention_heads=m.num_attention_heads,
-        ffn_hidden_size=m.ffn_hidden_size or 4 * m.hidden_size,
-        kv_channels=m.kv_channels or m.hidden_size // m.num_attention_heads,
-        hidden_dropout=m.hidden_dropout,
-        attention_dropout=m.attention_dropout,
-        layernorm_epsilon=m.layernorm_epsilon,
-        init_method_std=m.init_method_std,
-    )
 
 
 def recompute_of(cfg: TrainConfig) -> Recompute:
@@ -151,8 +134,9 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
     return latest
 
 
-def check_resume_compatible(path: Path, arch: GPTConfig, entries: list[BlendEntry], tokenizer: TokenizerInfo,
-                            model_vocab_size: int) -> None:
+def check_resume_compatible(path: Path, arch: Any, entries: list[BlendEntry], tokenizer: TokenizerInfo,
+                            model_vocab_size: int, *,
+                            expected_family: str) -> None:
     """The checkpoint must hold the same architecture and vocabulary the config describes.
 
     The vocabulary is compared unpadded (``model_vocab_size``: model.tokenizer.vocab_size, else the
@@ -161,8 +145,8 @@ def check_resume_compatible(path: Path, arch: GPTConfig, entries: list[BlendEntr
     """
     _, manifest = read_checkpoint(path)
     family = checkpoint_family(manifest)
-    if family != GPT_SPEC.name:
-        raise ConfigError(f"checkpoint {path} holds a {family} model; this config trains a {GPT_SPEC.name} model",
+    if family != expected_family:
+        raise ConfigError(f"checkpoint {path} holds a {family} model; this config trains a {expected_family} model",
                           hint="resume with the config the checkpoint was written with, or another run directory")
     saved_vocab = checkpoint_vocab_size(manifest)
     want = model_vocab_size
@@ -265,11 +249,11 @@ def plan_run(cfg: TrainConfig, world_size: int = 1) -> RunPlan:
     tokenizer = blend_tokenizer(entries)
     model_vocab = cfg.model.tokenizer.vocab_size or tokenizer.vocab_size
     check_vocab(entries, tokenizer, model_vocab, source=f"model.tokenizer.vocab_size={model_vocab}")
-    arch = gpt_config(cfg, model_vocab)
+    arch = cfg.model.architecture(model_vocab)
     run_dir = cfg.exp_manager.run_dir()
     resume_from = find_resume_checkpoint(cfg, run_dir)
     if resume_from is not None:
-        check_resume_compatible(resume_from, arch, entries, tokenizer, model_vocab)
+        check_resume_compatible(resume_from, arch, entries, tokenizer, model_vocab, expected_family=cfg.model.family)
     return RunPlan(entries, tokenizer, arch, run_dir, resume_from, dp_size, model_vocab)
 
 
@@ -312,7 +296,7 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     seed_everything(cfg.model.seed)
     m, trainer = cfg.model, cfg.trainer
     param_dtype = torch.bfloat16 if precision == "bf16" else None  # FSDP's compute dtype
-    spec = GPT_SPEC
+    spec = get_family(cfg.model.family)
     parts = build_model_parts(spec, arch, device, mesh, virtual=m.virtual_pipeline_size,
                               sequence_parallel=m.sequence_parallel, recompute=recompute_of(cfg),
                               param_dtype=param_dtype)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from bignlp_contracts import ConfigError
+from bignlp_models import GPTConfig, padded_vocab_size
 
 from .layout import check_parallel_layout
 from .model import ParallelKeys, TrainingKeys
@@ -30,6 +32,8 @@ class GPTArchitectureKeys:
 @dataclass(frozen=True, kw_only=True)
 class GPTModelConfig(TrainingKeys, GPTArchitectureKeys, ParallelKeys):
     """GPT-3 architecture, batch sizes, parallel layout, tokenizer, optimizer and data (the seed's ``model:``)."""
+
+    family: ClassVar[str] = "gpt"  # the bignlp_models family these keys build
 
     def __post_init__(self) -> None:
         self._check_parallel()
@@ -76,3 +80,20 @@ class GPTModelConfig(TrainingKeys, GPTArchitectureKeys, ParallelKeys):
     def data_parallel_size(self, world_size: int) -> int:
         """DP for ``world_size`` processes, after ``check_parallel_layout``."""
         return check_parallel_layout(self, world_size)
+
+    def architecture(self, vocab_size: int) -> GPTConfig:
+        """The model's architecture for a tokenizer of ``vocab_size`` tokens (padded as Megatron pads it)."""
+        return GPTConfig(
+            vocab_size=padded_vocab_size(vocab_size, self.make_vocab_size_divisible_by,
+                                         self.tensor_model_parallel_size),
+            max_position_embeddings=self.max_position_embeddings,
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            num_attention_heads=self.num_attention_heads,
+            ffn_hidden_size=self.ffn_hidden_size or 4 * self.hidden_size,
+            kv_channels=self.kv_channels or self.hidden_size // self.num_attention_heads,
+            hidden_dropout=self.hidden_dropout,
+            attention_dropout=self.attention_dropout,
+            layernorm_epsilon=self.layernorm_epsilon,
+            init_method_std=self.init_method_std,
+        )
