@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bignlp_contracts import ConfigError
-from bignlp_models import GPTConfig, padded_vocab_size
 
 from .layout import check_parallel_layout
 from .model import ParallelKeys, TrainingKeys
+
+if TYPE_CHECKING:
+    from bignlp_models import GPTConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +85,8 @@ class GPTModelConfig(TrainingKeys, GPTArchitectureKeys, ParallelKeys):
 
     def architecture(self, vocab_size: int) -> GPTConfig:
         """The model's architecture for a tokenizer of ``vocab_size`` tokens (padded as Megatron pads it)."""
+        from bignlp_models import GPTConfig, padded_vocab_size  # torch: only when a model is built
+
         return GPTConfig(
             vocab_size=padded_vocab_size(vocab_size, self.make_vocab_size_divisible_by,
                                          self.tensor_model_parallel_size),
