@@ -11,7 +11,7 @@ from dataprep_helpers import EOD, MERGES, VOCAB, hf_encoder, slice_file
 from bignlp_contracts import InputError
 from bignlp_dataprep.encode import EncodeOptions, encode_batch, encode_batches
 from bignlp_dataprep.readers import InputFile, LineBatch
-from bignlp_dataprep.tokenizers import GPT2BPETokenizer
+from bignlp_tokenizers import GPT2BPETokenizer
 
 OPTIONS = EncodeOptions(("text",), True, "H")
 
@@ -57,7 +57,7 @@ def test_a_pool_worker_runs_its_tokenizer_on_one_thread(monkeypatch):
     import signal
 
     from bignlp_dataprep import encode
-    from bignlp_dataprep.spm import SentencePieceTokenizer
+    from bignlp_tokenizers import SentencePieceTokenizer
 
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     for name in encode.SINGLE_THREAD_ENV:  # setenv first, so that teardown restores what was there (or nothing)
@@ -73,7 +73,7 @@ def test_a_pool_worker_runs_its_tokenizer_on_one_thread(monkeypatch):
 @pytest.mark.parametrize("append_eod, typecode", [(True, "H"), (False, "H"), (True, "i")])
 def test_sentencepiece_flat_arrays_pack_like_the_list_path(append_eod, typecode):
     """encode_batch_flat (numpy, no int per token) gives the bytes of the per-document list path."""
-    from bignlp_dataprep.spm import SentencePieceTokenizer
+    from bignlp_tokenizers import SentencePieceTokenizer
 
     tok = SentencePieceTokenizer(Path(__file__).with_name("data") / "botchan_en_unigram_1000.model")
 

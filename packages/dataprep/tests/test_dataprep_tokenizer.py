@@ -9,13 +9,8 @@ import pytest
 from dataprep_helpers import EDGE_TEXTS, MERGES, VOCAB, demo_lines, hf_encoder, openai_encoder
 
 from bignlp_contracts import ConfigError, InputError
-from bignlp_dataprep.tokenizers import (
-    GPT2BPETokenizer,
-    TokenizerSpec,
-    build_tokenizer,
-    bytes_to_unicode,
-    canonical_tokenizer_type,
-)
+from bignlp_tokenizers import GPT2BPETokenizer, TokenizerSpec, build_tokenizer, canonical_tokenizer_type
+from bignlp_tokenizers.gpt2 import bytes_to_unicode
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +66,10 @@ def test_aliases(name):
 def test_unknown_type_and_missing_files():
     with pytest.raises(ValueError, match="BertWordPiece"):
         canonical_tokenizer_type("BertWordPiece")
-    with pytest.raises(ConfigError, match="vocab_file and merges_file"):
+    with pytest.raises(ConfigError, match="needs merges_file"):
         build_tokenizer(TokenizerSpec("gpt2-bpe", str(VOCAB), None))
+    with pytest.raises(ConfigError, match="needs vocab_file and merges_file"):
+        build_tokenizer(TokenizerSpec("gpt2-bpe"))
     with pytest.raises(InputError, match="nope.json does not exist"):
         GPT2BPETokenizer("nope.json", MERGES)
     with pytest.raises(InputError, match="nope.txt does not exist"):

@@ -15,7 +15,7 @@ from bignlp_contracts import ConfigError, InputError, read_manifest
 from bignlp_dataprep.config import PreprocessConfig
 from bignlp_dataprep.indexed import IndexedDatasetReader, optimal_dtype
 from bignlp_dataprep.preprocess import preprocess
-from bignlp_dataprep.tokenizers import GPT2BPETokenizer, TokenizerSpec, build_tokenizer, canonical_tokenizer_type
+from bignlp_tokenizers import GPT2BPETokenizer, TokenizerSpec, build_tokenizer, canonical_tokenizer_type
 
 BERT_VOCAB = Path(__file__).resolve().parents[3] / "tests" / "data" / "bert" / "vocab.txt"
 SPM_MODEL = Path(__file__).with_name("data") / "botchan_en_unigram_1000.model"
@@ -201,7 +201,7 @@ def test_train_tokenizer_then_preprocess(tmp_path):
 
 
 def test_train_tokenizer_errors(tmp_path):
-    from bignlp_dataprep.spm import TrainTokenizerConfig, split_long_line, train_sentencepiece
+    from bignlp_dataprep.spm_train import TrainTokenizerConfig, split_long_line, train_sentencepiece
 
     with pytest.raises(ConfigError, match="model_type 'x'"):
         TrainTokenizerConfig(input=("a",), model_type="x")
@@ -239,7 +239,7 @@ def test_tokenizer_json_equals_gpt2_bpe(gpt2_tokenizer_json, texts, tmp_path):
         assert (tmp_path / "hf" / f"x_text_document{ext}").read_bytes() == \
             (tmp_path / "ref" / f"x_text_document{ext}").read_bytes()
     assert hf.summary["tokenizer"] == {"type": "huggingface", "tokenizer_file": "tokenizer/tokenizer.json",
-                                       "vocab_size": 50257, "eod_id": 50256}
+                                       "vocab_size": 50257, "eod_id": 50256, "eod_token": "<|endoftext|>"}
     assert ref.summary["datasets"][0]["num_tokens"] == hf.summary["datasets"][0]["num_tokens"]
     from bignlp_dataprep.inspect_dataset import inspect_dataset
 

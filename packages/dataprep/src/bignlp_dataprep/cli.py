@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from bignlp_contracts import exit_on_error
+from bignlp_tokenizers import TOKENIZER_TYPES
 
 from . import __version__
 from .config import load_preprocess_config
-from .tokenizers import TOKENIZER_TYPES
 
 PROG = "bignlp-dataprep"
 _OVERRIDE = re.compile(r"^\+{0,2}[A-Za-z_][\w.]*=")
@@ -204,7 +204,7 @@ def train_tokenizer(inputs, json_keys, **args) -> None:
         bignlp-dataprep preprocess --input corpus.jsonl.gz --output-prefix data/custom \\
           --tokenizer-type sentencepiece --tokenizer-model bpe/custom_sp_tokenizer.model --append-eod
     """
-    from .spm import TrainTokenizerConfig, train_sentencepiece
+    from .spm_train import TrainTokenizerConfig, train_sentencepiece
 
     with exit_on_error(PROG):
         cfg = TrainTokenizerConfig(input=inputs, json_keys=json_keys or ("text",), **args)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bignlp_contracts import apply_overrides, load_config, load_yaml
-
-from .tokenizers import TokenizerSpec, canonical_tokenizer_type
+from bignlp_tokenizers import TokenizerSpec, canonical_tokenizer_type
 
 _LIST_FIELDS = ("input", "json_keys")
 ON_ERROR = ("fail", "skip")

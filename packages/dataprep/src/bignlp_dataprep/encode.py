@@ -24,9 +24,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from bignlp_contracts import InputError
+from bignlp_tokenizers import Tokenizer
 
 from .readers import LineBatch
-from .tokenizers import Tokenizer
 
 
 @dataclass(frozen=True)

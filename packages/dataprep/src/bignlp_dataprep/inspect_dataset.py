@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from bignlp_contracts import ArtifactError, ConfigError, atomic_write_bytes, resolve_dataset
+from bignlp_tokenizers import tokenizer_from_summary
 
 from .indexed import IndexedDatasetReader
-from .tokenizers import TOKENIZER_FILE_KEYS, TokenizerSpec, build_tokenizer
 
 
 def inspect_dataset(path: str | os.PathLike, *, num_show: int = 0) -> dict[str, Any]:
@@ -25,9 +25,7 @@ def inspect_dataset(path: str | os.PathLike, *, num_show: int = 0) -> dict[str, 
     tok = refs[0].tokenizer
     tokenizer = None
     if num_show:
-        files = {k: str(refs[0].tokenizer_file(k) or "") or None for k in TOKENIZER_FILE_KEYS}
-        spec = TokenizerSpec(tok["type"], **files, eod_token=(refs[0].manifest.config or {}).get("eod_token"))
-        tokenizer = build_tokenizer(spec)
+        tokenizer = tokenizer_from_summary(tok, refs[0].artifact_dir)
     datasets = []
     for ref in refs:
         try:

@@ -44,11 +44,11 @@ from bignlp_contracts import (
     write_manifest,
 )
 from bignlp_contracts.manifest import MANIFEST_NAME, sha256_file
+from bignlp_tokenizers import TOKENIZER_FILE_KEYS
 
 from .encode import SKIP_REASONS
 from .indexed import IndexedDatasetReader, write_index
 from .preprocess import CONFIG_NAME, _open_output, check_artifact_dir, copy_files, file_mode, producer
-from .tokenizers import TOKENIZER_FILE_KEYS
 
 COPY_CHUNK = 16 << 20
 

@@ -41,13 +41,13 @@ from bignlp_contracts import (
 )
 from bignlp_contracts.layout import TOKENIZER_DIR
 from bignlp_contracts.manifest import MANIFEST_NAME, git_commit
+from bignlp_tokenizers import Tokenizer, build_tokenizer
 
 from . import __version__
 from .config import PreprocessConfig
 from .encode import SKIP_REASONS, EncodeOptions, encode_batches
 from .indexed import IndexedDatasetWriter, optimal_dtype
 from .readers import InputFile, iter_batches
-from .tokenizers import Tokenizer, build_tokenizer
 
 CONFIG_NAME = "config.yaml"
 TYPECODES = {np.dtype(np.uint16): "H", np.dtype(np.int32): "i"}
@@ -256,7 +256,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:
 
 def tokenizer_summary(tokenizer: Tokenizer, tok_files: dict[str, str]) -> dict:
     """``summary.tokenizer`` of a dataset manifest."""
-    return {"type": tokenizer.type, **tok_files, "vocab_size": tokenizer.vocab_size, "eod_id": tokenizer.eod_id}
+    return tokenizer.summary(tok_files)
 
 
 def producer() -> Producer:

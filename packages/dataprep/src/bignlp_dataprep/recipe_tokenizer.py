@@ -17,11 +17,11 @@ from pathlib import Path
 
 from bignlp_contracts import ArtifactError, to_dict
 from bignlp_contracts.manifest import sha256_file
+from bignlp_tokenizers import TokenizerSpec
 
 from .download import download, file_lock
 from .recipes import Item, Recipe
 from .shards import read_marker, remove_stale_temporaries, write_marker
-from .tokenizers import TokenizerSpec
 
 MODEL_MARKER = "model"  # .bignlp-done/tokenizer/model.json
 
@@ -66,7 +66,7 @@ def trained_model_ready(cfg: Recipe) -> bool:
 
 def train_recipe_tokenizer(cfg: Recipe, sums: dict[str, str] | None = None, *, progress: bool = False) -> bool:
     """Train the recipe's SentencePiece model unless a matching one exists; True if it was trained now."""
-    from .spm import TrainTokenizerConfig, train_sentencepiece
+    from .spm_train import TrainTokenizerConfig, train_sentencepiece
 
     args = cfg.train_tokenizer_args  # type: ignore[union-attr]
     model = cfg.trained_model_path()  # type: ignore[union-attr]

@@ -19,13 +19,13 @@ from typing import Literal
 
 from bignlp_contracts import ConfigError, apply_overrides, load_config, load_yaml
 from bignlp_contracts.config import resolve_config_path
+from bignlp_tokenizers import canonical_tokenizer_type
 
 from .config import ON_ERROR
 from .download import is_url
 from .extract import extracted_name
 from .shards import parse_file_numbers
-from .spm import MODEL_TYPES
-from .tokenizers import canonical_tokenizer_type
+from .spm_train import MODEL_TYPES
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 RAW_DIR = "raw"  # downloads and extracted files, under data_dir

@@ -32,6 +32,7 @@ from bignlp_contracts import (
     write_manifest,
 )
 from bignlp_contracts.manifest import MANIFEST_NAME, sha256_file
+from bignlp_tokenizers import Tokenizer, TokenizerSpec, build_tokenizer
 
 from .download import fetch_sha256sums
 from .encode import SKIP_REASONS
@@ -41,7 +42,6 @@ from .readers import InputFile
 from .recipe_tokenizer import download_options, ensure_tokenizer, fetch_item, needs_training, train_recipe_tokenizer
 from .recipes import Item, Recipe
 from .shards import read_marker, remove_stale_temporaries, shard_of, write_marker
-from .tokenizers import Tokenizer, TokenizerSpec, build_tokenizer
 
 STEPS = ("download", "extract", "tokenizer", "preprocess", "finalize")
 ITEM_STEPS = ("download", "extract", "preprocess")

@@ -1,10 +1,8 @@
-"""SentencePiece: encoding with a ``.model`` file, and training one from JSONL text.
+"""Training a SentencePiece model from JSONL (or plain text) files: a dataprep step.
 
-Encoding follows Megatron-LM's ``GPTSentencePieceTokenizer``: plain
-``encode_as_ids`` (text that looks like ``</s>`` is ordinary text) and the model's
-EOS id as end of document. Training streams the documents' lines out of JSONL
-(plain, .gz, .zst) into ``SentencePieceTrainer`` through ``sentence_iterator``, so
-no text file is written, and saves ``PREFIX.model``/``PREFIX.vocab`` atomically.
+The documents' lines are streamed out of JSONL (plain, .gz, .zst) into ``SentencePieceTrainer``
+through ``sentence_iterator``, so no text file is written, and ``PREFIX.model``/``PREFIX.vocab``
+are saved atomically. Encoding with a model is ``bignlp_tokenizers.SentencePieceTokenizer``.
 """
 
 from __future__ import annotations
@@ -17,83 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bignlp_contracts import ConfigError, InputError, atomic_write_bytes, atomic_write_text
+from bignlp_tokenizers import require_file
 
 from .readers import InputFile
-from .tokenizers import require_file
 
 MODEL_TYPES = ("bpe", "unigram", "word", "char")
-
-
-class SentencePieceTokenizer:
-    """A SentencePiece ``.model``; batches are encoded on ``num_threads`` threads by the library."""
-
-    type = "sentencepiece"
-
-    def __init__(self, model_file: str | os.PathLike, *, num_threads: int | None = None) -> None:
-        self.model_file = require_file(model_file, "tokenizer model")
-        self.num_threads = num_threads or min(os.cpu_count() or 1, 8)
-        self._load(self.model_file.read_bytes())
-
-    def _load(self, proto: bytes) -> None:
-        import sentencepiece
-
-        self._proto = proto
-        try:
-            self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
-        except (RuntimeError, OSError) as exc:
-            raise InputError(f"tokenizer model {self.model_file}: not a SentencePiece model ({exc})") from None
-        self.vocab_size = self._sp.get_piece_size()
-        eos = self._sp.eos_id()
-        if eos < 0:  # trained with eos_id=-1: fall back to a </s> piece
-            eos = self._sp.piece_to_id("</s>")
-            if self._sp.id_to_piece(eos) != "</s>":
-                raise InputError(f"tokenizer model {self.model_file}: has no EOS id and no </s> piece for end of "
-                                 "document", hint="train it with an eos_id (e.g. --eos-id 3)")
-        self.eod_id = eos
-        try:
-            self._numpy_out = len(self._sp.encode(["a"], out_type="numpy")) == 1
-        except (ValueError, TypeError):  # sentencepiece < 0.2.1: no numpy output
-            self._numpy_out = False
-
-    def __getstate__(self) -> dict:
-        return {"model_file": self.model_file, "num_threads": self.num_threads, "proto": self._proto}
-
-    def __setstate__(self, state: dict) -> None:
-        self.model_file, self.num_threads = state["model_file"], state["num_threads"]
-        self._load(state["proto"])
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """``encode_as_ids`` of every text (Megatron's ``GPTSentencePieceTokenizer.tokenize``)."""
-        return self._sp.encode(list(texts), num_threads=self.num_threads)
-
-    def encode_batch_flat(self, texts: Sequence[str]):
-        """The same ids as ``encode_batch``, as (every id concatenated, ids per text): numpy arrays.
-
-        SentencePiece ≥ 0.2.1 returns int32 buffers (``out_type="numpy"``), so no Python int
-        is made per token; older versions go through lists.
-        """
-        import numpy as np
-
-        texts = list(texts)
-        if self._numpy_out:
-            arrays = self._sp.encode(texts, num_threads=self.num_threads, out_type="numpy")
-        else:
-            arrays = [np.asarray(ids, dtype=np.int32) for ids in self.encode_batch(texts)]
-        lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
-        flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)
-        return flat, lengths
-
-    def set_num_threads(self, num_threads: int) -> None:
-        """Threads the library encodes a batch on (1 in each worker process of a pool)."""
-        self.num_threads = max(1, num_threads)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids``."""
-        return self._sp.decode([int(i) for i in ids])
-
-    def files(self) -> dict[str, tuple[str, Path]]:
-        """The .model under its own name (the launcher's configs name it, e.g. mt5_tokenizer.model)."""
-        return {"tokenizer_model": (self.model_file.name, self.model_file)}
 
 
 @dataclass(frozen=True, kw_only=True)
