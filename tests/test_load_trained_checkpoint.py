@@ -50,9 +50,9 @@ def trained(tmp_path_factory, demo_corpus, gpt2_files) -> tuple[Path, Path]:
 
 def test_trained_checkpoint_loads_and_predicts_like_the_trained_model(trained):
     run_dir, prefix = trained
-    ckpt, manifest = read_checkpoint(run_dir)  # model-checkpoint, or gpt-checkpoint from an older writer
+    ckpt, manifest = read_checkpoint(run_dir)
     loaded = load_model(run_dir)
-    assert loaded.path == ckpt and loaded.manifest.kind in ("model-checkpoint", "gpt-checkpoint")
+    assert loaded.path == ckpt and loaded.manifest.kind == "model-checkpoint"
     assert loaded.family.name == "gpt" and loaded.vocab_size == 50257 < manifest.summary["padded_vocab_size"]
     assert loaded.model.embedding.word_embeddings.weight.shape == (50257, 32)
 

@@ -99,7 +99,7 @@ def test_pipeline_dataprep_array_finalize_train_on_two_nodes(slurm_env: dict[str
     assert "device cpu × 2 processes (DP 2" in train_log, train_log
     assert re.search(r"rendezvous 127\.0\.0\.1:\d+", train_log), train_log
     ckpt = tmp_path / "run" / "checkpoints" / "step-00000003"
-    manifest = read_manifest(ckpt, "gpt-checkpoint", verify="sha256")
+    manifest = read_manifest(ckpt, "model-checkpoint", verify="sha256")
     assert manifest.producer.slurm == {"job_id": ids["train"], "array_job_id": None, "array_task_id": None,
                                        "nodelist": "n[1-2]"}
     assert manifest.inputs[0]["path"] == str((tmp_path / "data").resolve())
@@ -141,7 +141,7 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env: dict[str, str], demo_r
     assert stopped and f"retryable stop, requeueing job {job}" in text, text  # both attempts in one log
     step = int(stopped.group(1))
     assert f"resumed from {run_dir / 'checkpoints' / f'step-{step:08d}'} (step {step}," in text, text
-    final = read_manifest(run_dir / "checkpoints" / "step-00000008", "gpt-checkpoint")
+    final = read_manifest(run_dir / "checkpoints" / "step-00000008", "model-checkpoint")
     assert final.producer.slurm["job_id"] == job
 
 

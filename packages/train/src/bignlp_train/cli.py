@@ -45,7 +45,7 @@ def main() -> None:
 def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, overrides: tuple[str, ...]) -> None:
     """Train a GPT from scratch, or resume the run's latest checkpoint.
 
-    Writes RUN_DIR/config.yaml, RUN_DIR/metrics.jsonl and gpt-checkpoint
+    Writes RUN_DIR/config.yaml, RUN_DIR/metrics.jsonl and model-checkpoint
     artifacts under RUN_DIR/checkpoints/ (RUN_DIR = exp_manager.explicit_log_dir,
     else exp_manager.exp_dir/exp_manager.name). Under torchrun or srun each
     process joins the job from its environment.
