@@ -130,17 +130,89 @@ class SelfAttention(nn.Module):
         return self.linear_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
-class MLP(nn.Module):
-    """h → ffn → GeLU → h."""
+class CrossAttention(nn.Module):
+    """Multi-head attention of decoder queries over encoder outputs (an encoder-decoder's inter-attention).
 
-    def __init__(self, cfg) -> None:
+    Megatron's names and layouts: ``linear_q`` for the queries, one fused ``linear_kv`` for keys and
+    values in per-head ``[k | v]`` order (so a tensor-parallel rank's whole heads stay together),
+    ``linear_proj`` back to the hidden size. Not causal: every query sees every encoder position the
+    mask allows (the encoder's padding). With a ``LayerCache`` the keys and values are computed from
+    the encoder output once and reused at every decoding step.
+    """
+
+    def __init__(self, cfg, *, bias: bool = True) -> None:
         super().__init__()
-        self.linear_fc1 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size)
-        self.linear_fc2 = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size)
+        self.kv_channels = cfg.kv_channels
+        projection = cfg.num_attention_heads * cfg.kv_channels
+        self.linear_q = nn.Linear(cfg.hidden_size, projection, bias=bias)
+        self.linear_kv = nn.Linear(cfg.hidden_size, 2 * projection, bias=bias)
+        self.core_attention = CoreAttention(cfg)
+        self.linear_proj = nn.Linear(projection, cfg.hidden_size, bias=bias)
+
+    def _keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, keys, _ = memory.shape
+        kv = self.linear_kv(memory)
+        kv = kv.view(batch, keys, kv.shape[-1] // (2 * self.kv_channels), 2 * self.kv_channels)
+        k, v = (t.transpose(1, 2) for t in kv.split(self.kv_channels, dim=-1))  # (B, heads, keys, kv)
+        return k, v
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        """``x`` (batch, seq, h) decoder states, ``memory`` (batch, keys, h) encoder outputs;
+        ``memory_mask`` (batch, 1, 1 or seq, keys), True = may attend (None: all)."""
+        batch, seq, _ = x.shape
+        q = self.linear_q(x)
+        q = q.view(batch, seq, q.shape[-1] // self.kv_channels, self.kv_channels).transpose(1, 2)
+        k, v = self._keys_values(memory) if cache is None else cache.cross(lambda: self._keys_values(memory))
+        out = self.core_attention(q, k, v, memory_mask, causal=False)
+        return self.linear_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+
+
+# Activations an MLP may use; the gated ones (GLU variants, Shazeer 2020) multiply by a second projection.
+ACTIVATIONS = ("gelu", "geglu", "swiglu")
+
+
+class MLP(nn.Module):
+    """h → ffn → activation → h; with a gated activation, act(fc1(x)) · fc1_2(x) first.
+
+    gelu is the tanh approximation: what Megatron's fused bias-GeLU (the GPT-3 recipes' default) and
+    T5 v1.1's gated-gelu compute. The gated variants keep their second projection as its own linear
+    (``linear_fc1_2``, NeMo 1.x's ``dense_h_to_4h_2``), so column-parallel splitting keeps each rank's
+    halves matched.
+    """
+
+    def __init__(self, cfg, *, activation: str = "gelu", bias: bool = True) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+        self.activation = activation
+        self.linear_fc1 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=bias)
+        if activation != "gelu":
+            self.linear_fc1_2 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=bias)
+        self.linear_fc2 = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # tanh approximation: what Megatron's fused bias-GeLU (the GPT-3 recipes' default) computes
-        return self.linear_fc2(F.gelu(self.linear_fc1(x), approximate="tanh"))
+        h = self.linear_fc1(x)
+        if self.activation == "gelu":
+            return self.linear_fc2(F.gelu(h, approximate="tanh"))
+        gate = F.gelu(h, approximate="tanh") if self.activation == "geglu" else F.silu(h)
+        return self.linear_fc2(gate * self.linear_fc1_2(x))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
+
+
+# Normalisations a family may use: LayerNorm (GPT-3, T5 v1.0) or RMSNorm (T5 v1.1, mT5: no mean, no bias).
+NORMALIZATIONS = ("layernorm", "rmsnorm")
+
+
+def build_norm(kind: str, hidden_size: int, eps: float) -> nn.Module:
+    """A ``layernorm`` (nn.LayerNorm, weight and bias) or ``rmsnorm`` (nn.RMSNorm, weight only) over ``hidden_size``."""
+    if kind == "layernorm":
+        return nn.LayerNorm(hidden_size, eps=eps)
+    if kind == "rmsnorm":
+        return nn.RMSNorm(hidden_size, eps=eps)
+    raise ValueError(f"normalization {kind!r} is not supported; use one of {', '.join(NORMALIZATIONS)}")
 
 
 class Embedding(nn.Module):
