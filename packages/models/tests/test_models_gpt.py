@@ -154,7 +154,7 @@ def test_pipeline_parts_chained_equal_the_whole_model(model):
 
     with torch.device("meta"):
         meta = GPT(CFG)
-    parts = split_for_pipeline(meta, [range(0, 1), range(1, 3)], 2, [0, 1])
+    parts = split_for_pipeline(meta, [{"layers": range(0, 1)}, {"layers": range(1, 3)}], 2, [0, 1])
     state = model.state_dict()
     for part in parts:
         part.to_empty(device="cpu")

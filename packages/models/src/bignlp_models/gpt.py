@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -172,11 +172,17 @@ def build_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPT:
 TIED_PARAMETERS = {"output_layer.weight": "embedding.word_embeddings.weight"}
 
 
-def split_for_pipeline(model: GPT, stages: Sequence[Sequence[int]], num_stages: int,
+def pipeline_stages(cfg: GPTConfig, pp: int, virtual: int = 1, split_rank: int | None = None) -> list[dict[str, range]]:
+    """The layers of each global stage ``s = chunk·PP + rank`` (Megatron's interleaved assignment), evenly."""
+    per_stage = cfg.num_layers // (pp * virtual)
+    return [{"layers": range(s * per_stage, (s + 1) * per_stage)} for s in range(pp * virtual)]
+
+
+def split_for_pipeline(model: GPT, stages: Sequence[Mapping[str, Sequence[int]]], num_stages: int,
                        stage_ids: Sequence[int]) -> list[GPT]:
     """The parts of a meta-device ``model`` for the global stages ``stage_ids``.
 
-    ``stages[s]`` are the layer indices of global stage ``s`` (of ``num_stages``). Stage 0 keeps
+    ``stages[s]["layers"]`` are the layer indices of global stage ``s`` (of ``num_stages``). Stage 0 keeps
     the embedding, the last stage the final LayerNorm and (without the embedding) an
     ``OutputLayer`` copy of the tied weight. Each part is a copy of ``model`` with the rest
     removed, so parameter names stay the whole model's.
@@ -184,7 +190,7 @@ def split_for_pipeline(model: GPT, stages: Sequence[Sequence[int]], num_stages: 
     parts = []
     for s in stage_ids:
         part = copy.deepcopy(model)
-        keep = {str(i) for i in stages[s]}
+        keep = {str(i) for i in stages[s]["layers"]}
         for key in [k for k in part.layers if k not in keep]:
             del part.layers[key]
         if s != 0:

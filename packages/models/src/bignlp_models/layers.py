@@ -63,15 +63,34 @@ class CoreAttention(nn.Module):
         self.dropout_p = cfg.attention_dropout
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, causal: bool = True) -> torch.Tensor:
-        """``causal=False``: no mask means every query sees every key (one new token over a KV cache)."""
+                attention_mask: torch.Tensor | None = None, causal: bool = True,
+                position_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``causal=False``: no mask means every query sees every key (an encoder; one new token over a KV
+        cache). ``position_bias`` (1 or batch, heads, queries, keys): added to the scaled scores (T5's
+        relative position bias), masked positions still excluded."""
         dropout_p = self.dropout_p if self.training else 0.0
+        if position_bias is not None:
+            attention_mask = additive_mask(position_bias, attention_mask, causal)
         if dropout_p > 0.0 and q.device.type == "cpu":
             return unfused_attention(q, k, v, attention_mask, dropout_p, causal)
         if attention_mask is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
-        # document-wise causal mask (reset_attention_mask); True = may attend
+        # document-wise causal mask (reset_attention_mask), True = may attend; or an additive float bias
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout_p)
+
+
+def additive_mask(position_bias: torch.Tensor, attention_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    """One float mask for SDPA and the unfused path: the bias where attention is allowed, -inf elsewhere.
+
+    ``attention_mask`` True = may attend (None: all keys, or causal when ``causal``).
+    """
+    queries, keys = position_bias.shape[-2:]
+    allowed = attention_mask
+    if allowed is None and causal:
+        allowed = torch.ones(queries, keys, dtype=torch.bool, device=position_bias.device).tril(keys - queries)
+    if allowed is None:
+        return position_bias
+    return position_bias.masked_fill(~allowed, float("-inf"))
 
 
 def unfused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -88,32 +107,40 @@ def unfused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attenti
     keys = k.shape[2]
     q3 = q.reshape(batch * heads, seq, kv)
     k3, v3 = (t.reshape(batch * heads, keys, kv) for t in (k, v))
-    if attention_mask is None:
-        allowed = torch.ones(seq, keys, dtype=torch.bool, device=q.device)
-        allowed = allowed.tril() if causal else allowed
-    else:  # (batch or 1, 1, seq, keys) → one bias per (batch, head)
-        allowed = attention_mask.expand(batch, heads, seq, keys).reshape(batch * heads, seq, keys)
-    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+    if attention_mask is not None and attention_mask.is_floating_point():  # an additive bias (additive_mask)
+        bias = attention_mask.to(q.dtype).expand(batch, heads, seq, keys).reshape(batch * heads, seq, keys)
+    else:
+        if attention_mask is None:
+            allowed = torch.ones(seq, keys, dtype=torch.bool, device=q.device)
+            allowed = allowed.tril() if causal else allowed
+        else:  # (batch or 1, 1, seq, keys) → one bias per (batch, head)
+            allowed = attention_mask.expand(batch, heads, seq, keys).reshape(batch * heads, seq, keys)
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
     scores = torch.baddbmm(bias.expand(batch * heads, seq, keys), q3, k3.transpose(1, 2), alpha=kv ** -0.5)
     probs = torch.native_dropout(torch.softmax(scores, dim=-1), dropout_p, True)[0]
     return torch.bmm(probs, v3).view(batch, heads, seq, kv)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused QKV projection (causal unless a mask says otherwise)."""
+    """Multi-head self-attention with one fused QKV projection.
 
-    def __init__(self, cfg) -> None:
+    Causal (a decoder) unless ``causal=False`` (an encoder: every position sees every other the mask allows).
+    """
+
+    def __init__(self, cfg, *, bias: bool = True, causal: bool = True) -> None:
         super().__init__()
         self.kv_channels = cfg.kv_channels
+        self.causal = causal
         projection = cfg.num_attention_heads * cfg.kv_channels
-        self.linear_qkv = nn.Linear(cfg.hidden_size, 3 * projection)
+        self.linear_qkv = nn.Linear(cfg.hidden_size, 3 * projection, bias=bias)
         self.core_attention = CoreAttention(cfg)
-        self.linear_proj = nn.Linear(projection, cfg.hidden_size)
+        self.linear_proj = nn.Linear(projection, cfg.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: LayerCache | None = None) -> torch.Tensor:
+                cache: LayerCache | None = None, position_bias: torch.Tensor | None = None) -> torch.Tensor:
         """With ``cache``, ``x`` holds the new positions only; their keys and values join the cache's,
-        and ``attention_mask`` (from ``KVCache.attention_mask``) says which of all positions each sees."""
+        and ``attention_mask`` (from ``KVCache.attention_mask``) says which of all positions each sees.
+        ``position_bias``: see ``CoreAttention``."""
         batch, seq, _ = x.shape
         # Megatron's layout: per head [q | k | v], so a head's three slices sit together. The head
         # count comes from the output width: under tensor parallelism a rank holds whole heads only.
@@ -121,12 +148,19 @@ class SelfAttention(nn.Module):
         qkv = qkv.view(batch, seq, qkv.shape[-1] // (3 * self.kv_channels), 3 * self.kv_channels)
         q, k, v = (t.transpose(1, 2) for t in qkv.split(self.kv_channels, dim=-1))  # (B, heads, S, kv)
         if cache is None:
-            out = self.core_attention(q, k, v, attention_mask)
+            if position_bias is None and self.causal:
+                out = self.core_attention(q, k, v, attention_mask)  # GPT's exact call
+            else:
+                out = self.core_attention(q, k, v, attention_mask, causal=self.causal, position_bias=position_bias)
         else:
             k, v = cache.append(k, v)
             # No mask from the cache means causal over all positions: for the whole square on the
             # first call (SDPA's own causal kernel), for one new token every position.
-            out = self.core_attention(q, k, v, attention_mask, causal=seq > 1)
+            causal = self.causal and seq > 1
+            if position_bias is None:
+                out = self.core_attention(q, k, v, attention_mask, causal=causal)
+            else:
+                out = self.core_attention(q, k, v, attention_mask, causal=causal, position_bias=position_bias)
         return self.linear_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -157,14 +191,15 @@ class CrossAttention(nn.Module):
         return k, v
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
-                cache: LayerCache | None = None) -> torch.Tensor:
+                cache: LayerCache | None = None, position_bias: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (batch, seq, h) decoder states, ``memory`` (batch, keys, h) encoder outputs;
-        ``memory_mask`` (batch, 1, 1 or seq, keys), True = may attend (None: all)."""
+        ``memory_mask`` (batch, 1, 1 or seq, keys), True = may attend (None: all); ``position_bias``:
+        see ``CoreAttention``."""
         batch, seq, _ = x.shape
         q = self.linear_q(x)
         q = q.view(batch, seq, q.shape[-1] // self.kv_channels, self.kv_channels).transpose(1, 2)
         k, v = self._keys_values(memory) if cache is None else cache.cross(lambda: self._keys_values(memory))
-        out = self.core_attention(q, k, v, memory_mask, causal=False)
+        out = self.core_attention(q, k, v, memory_mask, causal=False, position_bias=position_bias)
         return self.linear_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -206,13 +241,61 @@ class MLP(nn.Module):
 NORMALIZATIONS = ("layernorm", "rmsnorm")
 
 
-def build_norm(kind: str, hidden_size: int, eps: float) -> nn.Module:
-    """A ``layernorm`` (nn.LayerNorm, weight and bias) or ``rmsnorm`` (nn.RMSNorm, weight only) over ``hidden_size``."""
+def build_norm(kind: str, hidden_size: int, eps: float, *, bias: bool = True) -> nn.Module:
+    """A ``layernorm`` (nn.LayerNorm, weight and, with ``bias``, bias) or ``rmsnorm`` (nn.RMSNorm, weight only)."""
     if kind == "layernorm":
-        return nn.LayerNorm(hidden_size, eps=eps)
+        return nn.LayerNorm(hidden_size, eps=eps, bias=bias)
     if kind == "rmsnorm":
         return nn.RMSNorm(hidden_size, eps=eps)
     raise ValueError(f"normalization {kind!r} is not supported; use one of {', '.join(NORMALIZATIONS)}")
+
+
+def relative_position_bucket(relative_position: torch.Tensor, *, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> torch.Tensor:
+    """T5's buckets for ``key position - query position`` (Raffel et al. 2020, Mesh TensorFlow's scheme).
+
+    Distances below half the buckets (of each direction, when ``bidirectional``) get one bucket
+    each; larger ones share logarithmically wider buckets up to ``max_distance``, beyond which all
+    fall into the last. A causal decoder (not bidirectional) only sees keys at or before the query.
+    """
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets  # keys after the query
+        distance = relative_position.abs()
+    else:
+        distance = (-relative_position).clamp(min=0)
+    exact = num_buckets // 2
+    log_ratio = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+    large = (exact + (log_ratio * (num_buckets - exact)).long()).clamp(max=num_buckets - 1)
+    return buckets + torch.where(distance < exact, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned relative position bias: one scalar per (bucket, head), added to attention scores.
+
+    Computed once per forward for all layers of a stack (as T5 and NeMo do). The table is
+    ``relative_attention_bias`` (buckets, heads); under tensor parallelism it is split along the heads
+    like the attention projections, so each rank gets the bias of its own heads.
+    """
+
+    def __init__(self, num_buckets: int, max_distance: int, num_heads: int, *, bidirectional: bool) -> None:
+        super().__init__()
+        self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
+        self.relative_attention_bias = nn.Embedding(num_buckets, num_heads)
+
+    def forward(self, num_queries: int, num_keys: int, query_offset: int = 0) -> torch.Tensor:
+        """(1, heads, num_queries, num_keys); queries sit at positions ``query_offset ...`` (a KV cache's)."""
+        device = self.relative_attention_bias.weight.device
+        query = torch.arange(query_offset, query_offset + num_queries, device=device)[:, None]
+        key = torch.arange(num_keys, device=device)[None, :]
+        bucket = relative_position_bucket(key - query, bidirectional=self.bidirectional,
+                                          num_buckets=self.num_buckets, max_distance=self.max_distance)
+        return self.relative_attention_bias(bucket).permute(2, 0, 1).unsqueeze(0)
+
+    def extra_repr(self) -> str:
+        return (f"buckets={self.num_buckets}, max_distance={self.max_distance}, "
+                f"bidirectional={self.bidirectional}")
 
 
 class Embedding(nn.Module):

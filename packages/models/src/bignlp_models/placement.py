@@ -68,7 +68,7 @@ def plan_placement(model: nn.Module, spec: FamilySpec, num_devices: int) -> tupl
     if num_devices > len(keys):
         raise ConfigError(f"{num_devices} devices for a model of {len(keys)} layers: give at most {len(keys)}")
     runs = split_evenly(len(keys), num_devices)
-    stages = [[int(keys[i]) for i in run] for run in runs]
+    stages = [{stack_name: [int(keys[i]) for i in run]} for run in runs]
     parts = spec.split_for_pipeline(model, stages, num_devices, [0, num_devices - 1])
     first, last = parts[0], parts[-1]
     plan: dict[str, int] = {}

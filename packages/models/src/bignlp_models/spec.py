@@ -14,7 +14,7 @@ from torch import nn
 
 from bignlp_contracts import ArtifactError
 
-from . import gpt
+from . import gpt, t5
 
 # The tensor-parallel styles a family's plan may name (train's parallelize maps each to torch's):
 TP_STYLES = {
@@ -26,6 +26,8 @@ TP_STYLES = {
     "embedding": "embedding block whose output is cut into sequence shards under SP",
     "final_norm": "last per-token module: its output, whole again, enters the vocabulary-parallel output layer",
     "vocab_weight": "a weight split along the vocabulary (a pipeline part's copy of the tied output weight)",
+    "vocab_head": "an output layer's own weight and bias, split along the vocabulary like the logits",
+    "head_embedding": "a table with one column per attention head (relative position bias): split along the heads",
 }
 
 
@@ -40,15 +42,18 @@ class FamilySpec:
     layer_stacks: tuple[str, ...]
     # (part) → {module path: style in TP_STYLES} for the modules the part holds
     tensor_parallel_plan: Callable[[nn.Module], dict[str, str]]
-    # (meta model, layer indices per global stage, number of stages, this rank's stage ids) → parts
+    # (cfg, PP, virtual chunks, encoder/decoder split rank or None) → per global stage {stack: layer indices}
+    pipeline_stages: Callable
+    # (meta model, pipeline_stages' list, number of stages, this rank's stage ids) → parts
     split_for_pipeline: Callable
     # a part's copy of a tied weight → the name the whole model stores it under
     tied_parameters: Mapping[str, str]
-    # the submodule of a layer that selective recomputation recomputes (attention's s² part)
-    selective_recompute_module: str
+    # the submodules of a layer that selective recomputation recomputes (attention's s² part), where present
+    selective_recompute_modules: tuple[str, ...]
     count_parameters: Callable[[object], int]
-    flops_per_token: Callable[[object, int], float]
-    activation_bytes_per_layer: Callable[..., float]
+    # (cfg, sequence lengths: encoder[, decoder]) → model FLOPs per trained token
+    flops_per_token: Callable[..., float]
+    activation_bytes_per_layer: Callable[..., float] | None
 
     def build_meta(self, cfg) -> nn.Module:
         """The model on the meta device: shapes and structure, no memory, no RNG draws."""
@@ -64,15 +69,32 @@ GPT_SPEC = FamilySpec(
     model_class=gpt.GPT,
     layer_stacks=("layers",),
     tensor_parallel_plan=gpt.tensor_parallel_plan,
+    pipeline_stages=gpt.pipeline_stages,
     split_for_pipeline=gpt.split_for_pipeline,
     tied_parameters=gpt.TIED_PARAMETERS,
-    selective_recompute_module="self_attention.core_attention",
+    selective_recompute_modules=("self_attention.core_attention",),
     count_parameters=gpt.count_parameters,
     flops_per_token=gpt.flops_per_token,
     activation_bytes_per_layer=gpt.activation_bytes_per_layer,
 )
 
-FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (GPT_SPEC,)}
+# T5 and mT5: one family (mT5 is a T5 with a SentencePiece vocabulary and the v1.1 options).
+T5_SPEC = FamilySpec(
+    name="t5",
+    config_class=t5.T5Config,
+    model_class=t5.T5,
+    layer_stacks=t5.STACKS,
+    tensor_parallel_plan=t5.tensor_parallel_plan,
+    pipeline_stages=t5.pipeline_stages,
+    split_for_pipeline=t5.split_for_pipeline,
+    tied_parameters=t5.TIED_PARAMETERS,
+    selective_recompute_modules=("self_attention.core_attention", "cross_attention.core_attention"),
+    count_parameters=t5.count_parameters,
+    flops_per_token=t5.flops_per_token,
+    activation_bytes_per_layer=None,
+)
+
+FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (GPT_SPEC, T5_SPEC)}
 
 
 def get_family(name: str) -> FamilySpec:

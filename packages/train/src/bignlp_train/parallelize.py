@@ -39,7 +39,7 @@ from torch.distributed.tensor.parallel.style import ParallelStyle
 
 from bignlp_models import FamilySpec
 
-from .pipeline import rank_stages, stage_layers
+from .pipeline import rank_stages
 from .recompute import NO_RECOMPUTE, Recompute, apply_recompute, canonical_name, layer_stack
 from .sequence_parallel import ColwiseSequenceParallel
 
@@ -54,8 +54,10 @@ def _tp_styles(style: str, sequence_parallel: bool) -> list:
         return [RowwiseParallel(output_layouts=stream)]
     if style == "vocab_embedding":  # rows split along the vocabulary; each rank's lookups summed
         return [RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())]
-    if style == "vocab_weight":
+    if style in ("vocab_weight", "vocab_head"):
         return [_VocabShardedWeight()]
+    if style == "head_embedding":  # columns = heads: each rank looks up its own heads' bias
+        return [ColwiseParallel(input_layouts=Replicate())]
     if style == "final_norm":
         # The output, as a replicated DTensor (gathered along the sequence under SP), meets the
         # vocabulary-split output weight: the logits come out split along the vocabulary.
@@ -71,11 +73,15 @@ def _tp_styles(style: str, sequence_parallel: bool) -> list:
 
 
 class _VocabShardedWeight(ParallelStyle):
-    """A module's ``weight`` split along dim 0 (the vocabulary), as the tied embedding it copies."""
+    """A module's ``weight`` (and ``bias``, if any) split along dim 0, the vocabulary, as the tied embedding
+    it copies or the logits it produces."""
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
         def partition(_name: str, mod: nn.Module, mesh: DeviceMesh) -> None:
-            mod.register_parameter("weight", nn.Parameter(distribute_tensor(mod.weight, mesh, [Shard(0)])))
+            for name in ("weight", "bias"):
+                param = getattr(mod, name, None)
+                if param is not None and mod is module:
+                    mod.register_parameter(name, nn.Parameter(distribute_tensor(param, mesh, [Shard(0)])))
 
         return distribute_module(module, device_mesh, partition)
 
@@ -138,7 +144,7 @@ def parallelize(part: nn.Module, spec: FamilySpec, mesh: DeviceMesh | None, *, s
 
 def build_model_parts(spec: FamilySpec, cfg, device: torch.device, mesh: DeviceMesh | None = None, *,
                       virtual: int = 1, sequence_parallel: bool = False, recompute: Recompute = NO_RECOMPUTE,
-                      param_dtype: torch.dtype | None = None) -> list[nn.Module]:
+                      param_dtype: torch.dtype | None = None, split_rank: int | None = None) -> list[nn.Module]:
     """This rank's parts of the family's model for ``cfg`` on ``device``, initialised as on one device.
 
     Without pipeline parallelism the one part is the whole model; with it, the parts of this
@@ -149,7 +155,8 @@ def build_model_parts(spec: FamilySpec, cfg, device: torch.device, mesh: DeviceM
     parts = [model]
     if pp > 1:
         stages = rank_stages(mesh["pp"].get_local_rank(), pp, virtual)
-        parts = spec.split_for_pipeline(model, stage_layers(cfg.num_layers, pp, virtual), pp * virtual, stages)
+        parts = spec.split_for_pipeline(model, spec.pipeline_stages(cfg, pp, virtual, split_rank), pp * virtual,
+                                        stages)
     for part in parts:
         parallelize(part, spec, mesh, sequence_parallel=sequence_parallel, recompute=recompute,
                     param_dtype=param_dtype)

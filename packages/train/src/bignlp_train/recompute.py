@@ -130,10 +130,12 @@ def apply_recompute(part: nn.Module, spec: FamilySpec, recompute: Recompute) -> 
     for name in spec.layer_stacks:
         stack = part.get_submodule(name)
         if recompute.granularity == "selective":
-            parent_path, _, attr = spec.selective_recompute_module.rpartition(".")
             for layer in stack.values():
-                parent = layer.get_submodule(parent_path)
-                setattr(parent, attr, Recomputed(getattr(parent, attr)))
+                for path in spec.selective_recompute_modules:
+                    parent_path, _, attr = path.rpartition(".")
+                    parent = layer.get_submodule(parent_path) if _has_submodule(layer, parent_path) else None
+                    if parent is not None and hasattr(parent, attr):  # an encoder layer has no cross-attention
+                        setattr(parent, attr, Recomputed(getattr(parent, attr)))
         elif recompute.method == "uniform" and (recompute.num_layers or 1) > 1:
             parent_path, _, attr = name.rpartition(".")
             setattr(part.get_submodule(parent_path), attr, RecomputedGroups(stack, recompute.num_layers))
@@ -141,3 +143,11 @@ def apply_recompute(part: nn.Module, spec: FamilySpec, recompute: Recompute) -> 
             keys = list(stack) if recompute.method == "uniform" else list(stack)[:recompute.num_layers or 0]
             for key in keys:
                 stack[key] = Recomputed(stack[key])
+
+
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
