@@ -2,9 +2,11 @@
 
 - ``layers``: building blocks (attention with Megatron names and fused per-head QKV, MLP, embeddings).
 - ``gpt``: the GPT-3-style decoder.
+- ``t5``: the T5/mT5 encoder-decoder.
 - ``spec``: one ``FamilySpec`` per family; ``get_family(name)``.
 - ``checkpoint``: ``load_model(checkpoint)`` for inference (weights only), over one device or several.
-- ``generate``: batched generation with a KV cache (``KVCache`` in ``layers``), greedy or sampled.
+- ``generate``: batched generation with a KV cache (``KVCache`` in ``layers``), greedy or sampled, for
+  every family (``decoding``: the per-family adapter, decoder-only or encoder-decoder).
 """
 
 from .checkpoint import LoadedModel, load_model, load_state_dict_only
@@ -12,14 +14,15 @@ from .generate import Generation, PromptError, Sampling, generate, sample_logits
 from .gpt import GPT, GPTConfig, build_model
 from .layers import KVCache
 from .losses import lm_loss
-from .spec import FAMILIES, GPT_SPEC, FamilySpec, family_of, get_family, num_parameters
+from .spec import FAMILIES, GPT_SPEC, T5_SPEC, FamilySpec, family_of, get_family, num_parameters
+from .t5 import T5, T5Config
 from .vocab import padded_vocab_size
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES", "GPT", "GPT_SPEC", "FamilySpec", "GPTConfig", "build_model", "family_of", "get_family", "lm_loss",
-    "num_parameters", "padded_vocab_size",
+    "num_parameters", "padded_vocab_size", "T5", "T5Config", "T5_SPEC",
     "LoadedModel", "load_model", "load_state_dict_only",
     "Generation", "KVCache", "PromptError", "Sampling", "generate", "sample_logits", "stream_generate",
 ]

@@ -1,9 +1,11 @@
 """Text generation with a KV cache: a batch of prompts, greedy or sampled, until a stop token or a length.
 
-Prompts of different lengths are left-padded into one batch so that every row's next token sits
-in the same column. The model runs once over the prompts (the prefill, filling a ``KVCache``),
-then once per new token over that token alone. A row that produces a stop token is done: it is
-fed padding while the others go on, and its later outputs are dropped. Sampling draws from a
+The model runs once over the prompts (filling a ``KVCache``), then once per new token over that
+token alone. A decoder-only model (GPT) continues its prompts, left-padded into one batch so that
+every row's next token sits in the same column; an encoder-decoder (T5) encodes its prompts once
+and decodes from a start token. What differs is the family's ``Decoding`` adapter (``decoding``,
+named by ``FamilySpec.decoding``); the loop here is one. A row that produces a stop token is done:
+it is fed padding while the others go on, and its later outputs are dropped. Sampling draws from a
 ``torch.Generator`` seeded per call, so a seed reproduces its samples.
 """
 
@@ -16,13 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bignlp_contracts import InputError
+from .decoding import DecoderOnly, Decoding, PromptError
+from .spec import family_of
 
-from .layers import KVCache
-
-
-class PromptError(InputError, ValueError):
-    """A prompt the model cannot take: empty, too long for its positions, or a token outside the vocabulary."""
+__all__ = ["Generation", "PromptError", "Sampling", "decoding_for", "generate", "sample_logits", "stream_generate"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,15 +87,21 @@ def sample_logits(logits: torch.Tensor, sampling: Sampling, *, generator: torch.
 def generate(model: nn.Module, prompts: list[list[int]], *, max_new_tokens: int, greedy: bool = False,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
              stop_token_ids: int | Iterable[int] = (), pad_id: int = 0, vocab_size: int | None = None,
-             device: torch.device | str | None = None) -> Generation:
-    """Up to ``max_new_tokens`` new tokens after each prompt (token ids), all prompts in one batch.
+             device: torch.device | str | None = None, decoder_start_token_id: int | None = None) -> Generation:
+    """Up to ``max_new_tokens`` new tokens for each prompt (token ids), all prompts in one batch.
+
+    A decoder-only model (GPT) continues each prompt; for an encoder-decoder (T5) a prompt is the
+    encoder's input and the new tokens are the decoder's, after ``decoder_start_token_id`` (None:
+    ``pad_id``, Hugging Face's T5 start; a model trained with NeMo's recipe starts with the
+    tokenizer's ``bos_id``; an error for a decoder-only model).
 
     Sampling as ``Sampling`` describes, from a generator seeded with ``seed``. A row stops at the
     first of ``stop_token_ids`` it produces (e.g. the end-of-document token). ``pad_id`` is what
-    the left padding and finished rows feed the model; it is never attended to. ``vocab_size``:
+    the padding and finished rows feed the model; it is never attended to. ``vocab_size``:
     the tokenizer's vocabulary, when the model's is padded. ``device``: the model's by default.
-    ``model``: a family's model (its ``cfg`` gives the positions and the vocabulary); it runs in
-    eval mode without autograd, and is left in the mode it was in.
+    ``model``: a family's model (its ``cfg`` gives the positions and the vocabulary; a model of no
+    registered family is run as a decoder-only one); it runs in eval mode without autograd, and is
+    left in the mode it was in.
 
     Raises ``PromptError`` (a ``ValueError``) for an empty prompt, a prompt that does not fit the
     model's positions with ``max_new_tokens``, or a token id outside the vocabulary.
@@ -105,7 +110,7 @@ def generate(model: nn.Module, prompts: list[list[int]], *, max_new_tokens: int,
     steps = list(_decode(model, prompts, max_new_tokens=max_new_tokens,
                          sampling=Sampling(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p),
                          seed=seed, stop_token_ids=stop_token_ids, pad_id=pad_id, vocab_size=vocab_size,
-                         device=device))
+                         device=device, decoder_start_token_id=decoder_start_token_id))
     if not steps:
         return Generation(tokens=[[] for _ in prompts], stop_reasons=["length"] * len(prompts))
     produced = torch.stack([token for token, _ in steps], dim=1).tolist()  # (batch, steps)
@@ -118,42 +123,54 @@ def generate(model: nn.Module, prompts: list[list[int]], *, max_new_tokens: int,
 def stream_generate(model: nn.Module, prompts: list[list[int]], *, max_new_tokens: int, greedy: bool = False,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                     stop_token_ids: int | Iterable[int] = (), pad_id: int = 0, vocab_size: int | None = None,
-                    device: torch.device | str | None = None) -> Iterator[list[int | None]]:
+                    device: torch.device | str | None = None,
+                    decoder_start_token_id: int | None = None) -> Iterator[list[int | None]]:
     """``generate``, one step at a time: each step's new token per prompt, None for prompts already stopped.
 
     The same arguments, tokens and errors as ``generate`` (raised by this call, before the first step).
     """
     steps = _decode(model, prompts, max_new_tokens=max_new_tokens,
                     sampling=Sampling(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p),
-                    seed=seed, stop_token_ids=stop_token_ids, pad_id=pad_id, vocab_size=vocab_size, device=device)
+                    seed=seed, stop_token_ids=stop_token_ids, pad_id=pad_id, vocab_size=vocab_size, device=device,
+                    decoder_start_token_id=decoder_start_token_id)
     return ([t if a else None for t, a in zip(token.tolist(), active.tolist())] for token, active in steps)
+
+
+def decoding_for(model: nn.Module, *, decoder_start_token_id: int | None = None) -> Decoding:
+    """The ``Decoding`` adapter of ``model``'s family (``FamilySpec.decoding``); decoder-only for a model of
+    no registered family (a wrapper that forwards GPT's ``forward(tokens, cache=..., logits_to_keep=...)``)."""
+    try:
+        adapter = family_of(model).decoding
+    except TypeError:
+        adapter = DecoderOnly
+    return adapter(model, decoder_start_token_id=decoder_start_token_id)
 
 
 def _decode(model: nn.Module, prompts: list[list[int]], *, max_new_tokens: int, sampling: Sampling, seed: int,
             stop_token_ids: int | Iterable[int], pad_id: int, vocab_size: int | None,
-            device: torch.device | str | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            device: torch.device | str | None,
+            decoder_start_token_id: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The prompts checked and batched now, then per step: (batch,) new tokens (pad_id in stopped rows) and
     (batch,) whether each row was still going."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    tokens, padding_mask = _left_padded(prompts, model.cfg, max_new_tokens=max_new_tokens, pad_id=pad_id,
-                                        vocab_size=vocab_size, device=device)
+    decoding = decoding_for(model, decoder_start_token_id=decoder_start_token_id)
+    tokens, padding_mask = decoding.batch(prompts, max_new_tokens=max_new_tokens, pad_id=pad_id,
+                                          vocab_size=vocab_size, device=device)
     stop_ids = torch.tensor(sorted(set(_as_ids(stop_token_ids))), dtype=torch.long, device=device)
     generator = None if sampling.is_greedy else torch.Generator(device=device).manual_seed(seed)
-    return _steps(model, tokens, padding_mask, max_new_tokens=max_new_tokens, sampling=sampling,
+    return _steps(model, decoding, tokens, padding_mask, max_new_tokens=max_new_tokens, sampling=sampling,
                   generator=generator, stop_ids=stop_ids, pad_id=pad_id, vocab_size=vocab_size)
 
 
-def _steps(model: nn.Module, tokens: torch.Tensor, padding_mask: torch.Tensor, *, max_new_tokens: int,
-           sampling: Sampling, generator: torch.Generator | None, stop_ids: torch.Tensor, pad_id: int,
-           vocab_size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    batch, prompt_len = tokens.shape
+def _steps(model: nn.Module, decoding: Decoding, tokens: torch.Tensor, padding_mask: torch.Tensor, *,
+           max_new_tokens: int, sampling: Sampling, generator: torch.Generator | None, stop_ids: torch.Tensor,
+           pad_id: int, vocab_size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    batch = tokens.shape[0]
     if max_new_tokens == 0 or batch == 0:
         return
-    # the last new token is never fed back, so it needs no room in the cache
-    cache = KVCache(batch, prompt_len + max_new_tokens - 1, padding_mask=padding_mask)
     finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
     with _inference(model):
-        logits = model(tokens, cache=cache, logits_to_keep=1)[:, -1]
+        logits = decoding.start(tokens, padding_mask, max_new_tokens=max_new_tokens)
     for step in range(max_new_tokens):
         with _inference(model):
             active = ~finished
@@ -165,42 +182,7 @@ def _steps(model: nn.Module, tokens: torch.Tensor, padding_mask: torch.Tensor, *
         if step == max_new_tokens - 1 or bool(finished.all()):
             return
         with _inference(model):
-            logits = model(token[:, None], cache=cache)[:, -1]
-
-
-def _left_padded(prompts: list[list[int]], cfg, *, max_new_tokens: int, pad_id: int, vocab_size: int | None,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch, longest) prompts padded on the left with ``pad_id``, and the mask of their real tokens."""
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
-    if vocab_size is not None and not 0 < vocab_size <= cfg.vocab_size:
-        raise ValueError(f"vocab_size={vocab_size} must be in 1..{cfg.vocab_size} (the model's vocabulary)")
-    if not 0 <= pad_id < cfg.vocab_size:
-        raise ValueError(f"pad_id={pad_id} is outside the model's vocabulary of {cfg.vocab_size} tokens")
-    num_positions = cfg.max_position_embeddings
-    for i, prompt in enumerate(prompts):
-        if len(prompt) == 0:
-            raise PromptError(f"prompt {i} is empty: every prompt needs at least one token")
-        if len(prompt) + max_new_tokens > num_positions:
-            raise PromptError(f"prompt {i} has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} that is "
-                              f"{len(prompt) + max_new_tokens} positions, but the model has {num_positions} "
-                              f"(max_position_embeddings)")
-    if not prompts:
-        return torch.empty(0, 0, dtype=torch.long, device=device), torch.empty(0, 0, dtype=torch.bool, device=device)
-    longest = max(len(prompt) for prompt in prompts)
-    rows = [[pad_id] * (longest - len(prompt)) + list(prompt) for prompt in prompts]
-    tokens = torch.tensor(rows)
-    if tokens.dtype != torch.long:
-        raise PromptError(f"prompts must hold integer token ids, got {tokens.dtype} values")
-    real = torch.tensor([[False] * (longest - len(prompt)) + [True] * len(prompt) for prompt in prompts])
-    limit = vocab_size or cfg.vocab_size
-    outside = real & ((tokens < 0) | (tokens >= limit))
-    if outside.any():
-        i, j = (int(n) for n in outside.nonzero()[0])
-        position = j - (longest - len(prompts[i]))
-        raise PromptError(f"prompt {i} has token id {int(tokens[i, j])} at position {position}, outside the "
-                          f"vocabulary of {limit} tokens (ids 0..{limit - 1})")
-    return tokens.to(device), real.to(device)
+            logits = decoding.step(token)
 
 
 def _as_ids(ids: int | Iterable[int]) -> tuple[int, ...]:

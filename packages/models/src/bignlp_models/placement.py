@@ -2,11 +2,13 @@
 
 The model stays the family's own module (so its forward, KV cache and ``logits_to_keep``
 work unchanged); its units are spread over the devices in order: the layers of its layer
-stack split evenly (earlier devices take one more when they do not divide), what a pipeline's
-first stage holds (the embedding) with the first device, what its last stage holds (the final
-norm, and an own copy of a tied output weight) with the last. Which top-level modules belong
-to the first or the last stage is the family's ``split_for_pipeline``'s answer, so nothing
-here names a family's modules.
+stacks, in the order the model runs them (a T5's encoder layers, then its decoder layers),
+split evenly (earlier devices take one more when they do not divide); every other module with
+the pipeline stage that holds it: the embedding with the first device, the final norm and an
+own copy of a tied output weight with the last, a T5's encoder final norm with the encoder's
+last layer, its decoder embedding (and a copy of the shared token embedding, when that lives
+elsewhere) with the decoder's first. Which stage holds what is the family's
+``split_for_pipeline``'s answer, so nothing here names a family's modules.
 
 A forward pre-hook on each unit moves the tensors it is called with to the unit's device;
 only activations cross devices, one hop per device boundary. The model's output goes back to
@@ -55,37 +57,56 @@ def split_evenly(num_items: int, num_parts: int) -> list[range]:
 
 
 def plan_placement(model: nn.Module, spec: FamilySpec, num_devices: int) -> tuple[dict[str, int], dict[str, nn.Module]]:
-    """Unit module path → device index for a meta-device ``model``, and the modules to add to it.
+    """Unit module path → device index for a meta-device ``model``, and the modules to add to it (path → module).
 
-    The modules to add are those a pipeline's last part has and the whole model lacks: its own
-    copy of a tied output weight (see ``FamilySpec.tied_parameters``), placed with the last device.
+    The layers of the family's stacks, in the order the model runs them (an encoder's, then a
+    decoder's), are split evenly over the devices. Each device's run, cut where a stack ends, is a
+    pipeline stage of ``split_for_pipeline``; every other top-level module goes to the device of the
+    first stage holding it (the first device when none does). The modules to add are those a stage
+    holds where the whole model has none: its own copy of a tied weight (see
+    ``FamilySpec.tied_parameters``), with that stage's device, unless the weight it copies is there.
     """
-    if len(spec.layer_stacks) != 1:
-        raise ConfigError(f"placement over several devices supports families with one layer stack; "
-                          f"{spec.name} has {len(spec.layer_stacks)}")
-    stack_name = spec.layer_stacks[0]
-    keys = sorted(getattr(model, stack_name).keys(), key=int)
-    if num_devices > len(keys):
-        raise ConfigError(f"{num_devices} devices for a model of {len(keys)} layers: give at most {len(keys)}")
-    runs = split_evenly(len(keys), num_devices)
-    stages = [{stack_name: [int(keys[i]) for i in run]} for run in runs]
-    parts = spec.split_for_pipeline(model, stages, num_devices, [0, num_devices - 1])
-    first, last = parts[0], parts[-1]
+    layers = [(stack, key) for stack in spec.layer_stacks for key in sorted(getattr(model, stack).keys(), key=int)]
+    if num_devices > len(layers):
+        raise ConfigError(f"{num_devices} devices for a model of {len(layers)} layers: give at most {len(layers)}")
+    runs = split_evenly(len(layers), num_devices)
+    stages, stage_devices = [], []
+    for device_index, run in enumerate(runs):
+        for stack in spec.layer_stacks:
+            keys = [int(key) for name, key in (layers[i] for i in run) if name == stack]
+            if keys:
+                stages.append({name: keys if name == stack else [] for name in spec.layer_stacks})
+                stage_devices.append(device_index)
+    parts = spec.split_for_pipeline(model, stages, len(stages), list(range(len(stages))))
     plan: dict[str, int] = {}
-    added: dict[str, nn.Module] = {}
     for name, child in model.named_children():
-        if name == stack_name or child is None or not any(True for _ in child.parameters()):
+        if name in spec.layer_stacks or child is None or not any(True for _ in child.parameters()):
             continue
-        in_first, in_last = getattr(first, name, None) is not None, getattr(last, name, None) is not None
-        plan[name] = num_devices - 1 if in_last and not in_first else 0
-    for name, child in last.named_children():
-        if name != stack_name and getattr(model, name, None) is None and child is not None:
-            added[name] = child
-            plan[name] = num_devices - 1
+        plan[name] = next((stage_devices[s] for s, part in enumerate(parts) if getattr(part, name, None) is not None),
+                          0)
     for device_index, run in enumerate(runs):
         for i in run:
-            plan[f"{stack_name}.{keys[i]}"] = device_index
+            plan[".".join(layers[i])] = device_index
+    added: dict[str, nn.Module] = {}
+    for part, device_index in zip(parts, stage_devices):
+        for path, module in part.named_modules():
+            if not path or path in added or any(path.startswith(a + ".") for a in added) or _has(model, path):
+                continue
+            copied = {spec.tied_parameters.get(f"{path}.{p}") for p, _ in module.named_parameters()} - {None}
+            if copied and all(plan.get(w.split(".")[0]) == device_index for w in copied):
+                continue  # the weight it copies lives on this device already
+            added[path] = module
+            # a unit of its own, or it lives with the top-level module holding it (placed here if it had no weights)
+            plan.setdefault(path.split(".")[0], device_index)
     return plan, added
+
+
+def _has(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -126,8 +147,9 @@ def place_model(model: nn.Module, spec: FamilySpec, devices: Sequence[torch.devi
         model.to(dtype=dtype).to_empty(device=devices[0])
         return {"": devices[0]}
     index_plan, added = plan_placement(model, spec, len(devices))
-    for name, module in added.items():
-        setattr(model, name, module)
+    for path, module in added.items():
+        parent, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent), name, module)
     plan = {path: devices[i] for path, i in index_plan.items()}
     for path, device in plan.items():
         unit = model.get_submodule(path)

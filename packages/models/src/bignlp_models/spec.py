@@ -15,6 +15,7 @@ from torch import nn
 from bignlp_contracts import ArtifactError
 
 from . import gpt, t5
+from .decoding import DecoderOnly, Decoding, EncoderDecoder
 
 # The tensor-parallel styles a family's plan may name (train's parallelize maps each to torch's):
 TP_STYLES = {
@@ -54,6 +55,8 @@ class FamilySpec:
     # (cfg, sequence lengths: encoder[, decoder]) → model FLOPs per trained token
     flops_per_token: Callable[..., float]
     activation_bytes_per_layer: Callable[..., float] | None
+    # how generate runs the model (decoding.py): (model, decoder_start_token_id=...) → a Decoding
+    decoding: type[Decoding] = DecoderOnly
 
     def build_meta(self, cfg) -> nn.Module:
         """The model on the meta device: shapes and structure, no memory, no RNG draws."""
@@ -76,6 +79,7 @@ GPT_SPEC = FamilySpec(
     count_parameters=gpt.count_parameters,
     flops_per_token=gpt.flops_per_token,
     activation_bytes_per_layer=gpt.activation_bytes_per_layer,
+    decoding=DecoderOnly,
 )
 
 # T5 and mT5: one family (mT5 is a T5 with a SentencePiece vocabulary and the v1.1 options).
@@ -92,6 +96,7 @@ T5_SPEC = FamilySpec(
     count_parameters=t5.count_parameters,
     flops_per_token=t5.flops_per_token,
     activation_bytes_per_layer=None,
+    decoding=EncoderDecoder,
 )
 
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (GPT_SPEC, T5_SPEC)}
