@@ -1,4 +1,4 @@
-"""AdamW with Megatron's weight-decay groups, and NeMo's ``CosineAnnealing`` learning rate."""
+"""AdamW with Megatron's weight-decay groups, and NeMo's ``CosineAnnealing`` / ``WarmupAnnealing`` learning rates."""
 
 from __future__ import annotations
 
@@ -86,16 +86,35 @@ def cosine_annealing_lr(
     return min_lr + (max_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_annealing_lr(step: int, *, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+    """The learning rate for optimizer step ``step`` (0-based), as NeMo's ``WarmupAnnealing`` gives it.
+
+    Warmup ``max_lr·(step+1)/(warmup+1)`` for step ≤ warmup (as CosineAnnealing without constant steps),
+    then a straight line from max_lr down to min_lr reached at ``max_steps``; min_lr after.
+    """
+    if warmup_steps > 0 and step <= warmup_steps:
+        return max_lr * (step + 1) / (warmup_steps + 1)
+    if step > max_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (max_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * (1.0 - progress)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """The configured schedule at optimizer step ``step``."""
     optim = cfg.model.optim
+    max_steps = cfg.sched_max_steps
+    warmup = optim.sched.warmup_steps_for(max_steps)
+    if optim.sched.name == "WarmupAnnealing":
+        return warmup_annealing_lr(step, max_lr=optim.lr, min_lr=optim.sched.min_lr, warmup_steps=warmup,
+                                   max_steps=max_steps)
     return cosine_annealing_lr(
         step,
         max_lr=optim.lr,
         min_lr=optim.sched.min_lr,
-        warmup_steps=optim.sched.warmup_steps,
+        warmup_steps=warmup,
         constant_steps=optim.sched.constant_steps,
-        max_steps=cfg.sched_max_steps,
+        max_steps=max_steps,
     )
 
 

@@ -165,6 +165,14 @@ def build_model_parts(spec: FamilySpec, cfg, device: torch.device, mesh: DeviceM
     return parts
 
 
+def tied_stages(spec: FamilySpec, cfg, pp: int, virtual: int = 1, split_rank: int | None = None) -> set[int]:
+    """The global pipeline stages whose part holds a tied weight or a copy of it (split on meta: no memory)."""
+    names = set(spec.tied_parameters) | set(spec.tied_parameters.values())
+    stages = spec.pipeline_stages(cfg, pp, virtual, split_rank)
+    parts = spec.split_for_pipeline(spec.build_meta(cfg), stages, pp * virtual, range(pp * virtual))
+    return {s for s, part in enumerate(parts) if names & {n for n, _ in part.named_parameters()}}
+
+
 @torch.no_grad()
 def init_like_one_device(spec: FamilySpec, cfg, parts: list[nn.Module], device: torch.device) -> None:
     """The family's ``init_weights`` over the whole model: every tensor is drawn at its full shape in

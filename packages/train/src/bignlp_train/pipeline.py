@@ -70,7 +70,7 @@ class Pipeline:
     """
 
     def __init__(self, parts: list[nn.Module], spec: FamilySpec, mesh: DeviceMesh, device: torch.device,
-                 num_micro_batches: int, *, virtual: int = 1,
+                 num_micro_batches: int, *, virtual: int = 1, tied_stages: set[int] | None = None,
                  loss_context: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.parts = parts
         self.loss_context = loss_context  # the schedule runs the loss's forward and backward inside
@@ -87,13 +87,17 @@ class Pipeline:
             self.schedule = Schedule1F1B(stages[0], num_micro_batches, loss_fn=self._loss, scale_grads=False)
         else:
             self.schedule = ScheduleInterleaved1F1B(stages, num_micro_batches, loss_fn=self._loss, scale_grads=False)
-        self.embedding_group = _embedding_group(mesh)
-        # A tied weight (first stage) and its copy (last stage), as this rank holds them; the copy is left
-        # out of the gradient norm (counted once, as the weight it copies).
+        # The stages holding a tied weight or a copy of it (default: the first and the last, as GPT's).
+        holders = {0, self.num_stages - 1} if tied_stages is None else tied_stages
+        self.embedding_group = _embedding_group(mesh, sorted({s % pp for s in holders}))
+        # A tied weight and its copies, as this rank holds them (one tensor per holding rank); the copies
+        # are left out of the gradient norm (counted once, as the weight they copy).
         named = {canonical_name(n): p for part in parts for n, p in part.named_parameters()}
         self.tied_copy = [named[c] for c in spec.tied_parameters if c in named]
-        self.tied = [named[c] if c in named else named[w] for c, w in spec.tied_parameters.items()
-                     if c in named or (w in named and self.has_first_stage)]
+        originals = [named[w] for w in dict.fromkeys(spec.tied_parameters.values()) if w in named]
+        self.tied = list({id(p): p for p in self.tied_copy + originals}.values())
+        if self.embedding_group is None:
+            self.tied = []
 
     @property
     def has_first_stage(self) -> bool:
@@ -108,12 +112,12 @@ class Pipeline:
         return lm_loss(logits, *_unpack_target(target)) / self._loss_divisor
 
     def _run(self, batch: dict, run: Callable) -> torch.Tensor:
+        """``batch``: the task's ``pipeline_batch``: ``inputs`` (the first stage's positional inputs),
+        ``kwargs`` (keyword inputs every stage gets), ``labels`` and ``loss_mask`` (the last stage's)."""
         args = ()
         if self.has_first_stage:
-            args = (batch["tokens"].to(self.device), batch["position_ids"].to(self.device))
-        kwargs = {}
-        if batch.get("attention_mask") is not None:
-            kwargs["attention_mask"] = batch["attention_mask"].to(self.device)
+            args = tuple(t.to(self.device) for t in batch["inputs"])
+        kwargs = {key: value.to(self.device) for key, value in batch.get("kwargs", {}).items()}
         target = None
         if self.has_last_stage:
             target = _pack_target(batch["labels"].to(self.device), batch["loss_mask"].to(self.device))
@@ -159,17 +163,20 @@ class Pipeline:
             dist.all_reduce(_local(tied.grad), group=self.embedding_group)
 
 
-def _embedding_group(mesh: DeviceMesh) -> dist.ProcessGroup | None:
-    """The process group of this rank's first- and last-stage peers (same dp and tp coordinates).
+def _embedding_group(mesh: DeviceMesh, pp_ranks: list[int]) -> dist.ProcessGroup | None:
+    """The process group of this rank's peers on the pipeline ranks ``pp_ranks`` (same dp and tp coordinates):
+    those holding a tied weight or a copy of it.
 
-    Every rank creates every such group (``new_group`` is collective); None for ranks between.
+    Every rank creates every such group (``new_group`` is collective); None for ranks outside, or when
+    one pipeline rank holds them all.
     """
+    if len(pp_ranks) < 2:
+        return None
     ranks = mesh.mesh  # (pp, dp, tp) global ranks
-    pp = ranks.shape[0]
     mine = None
     for dp in range(ranks.shape[1]):
         for tp in range(ranks.shape[2]):
-            members = [int(ranks[0, dp, tp]), int(ranks[pp - 1, dp, tp])]
+            members = [int(ranks[r, dp, tp]) for r in pp_ranks]
             group = dist.new_group(members)
             if dist.get_rank() in members:
                 mine = group

@@ -48,11 +48,12 @@ from .data import (
     check_vocab,
     micro_batches,
     resolve_blend,
+    split_sizes,
 )
 from .loggers import attach_loggers, check_loggers
 from .loop import DataParallel, TrainingDivergedError, run_loop
 from .optim import Optimizers
-from .parallelize import build_model_parts, loss_context
+from .parallelize import build_model_parts, loss_context, tied_stages
 from .pipeline import Pipeline
 from .progress import Progress
 from .recompute import Recompute
@@ -66,7 +67,7 @@ from .runtime import (
     shutdown_distributed,
 )
 
-__all__ = ["PretrainTask", "RunPlan", "TrainResult", "TrainingDivergedError", "plan_run", "pretrain"]
+__all__ = ["PretrainTask", "RunPlan", "T5PretrainTask", "TrainResult", "TrainingDivergedError", "plan_run", "pretrain"]
 
 
 @dataclass(frozen=True)
@@ -200,9 +201,11 @@ class PretrainTask:
         """Micro-batches side by side, as one batch the pipeline schedule splits again (same order)."""
         batch = {key: torch.cat([mb[key] for mb in micro_batches])
                  for key in ("tokens", "labels", "loss_mask", "position_ids")}
+        kwargs = {}
         if self.cfg.model.data.reset_attention_mask:
-            batch["attention_mask"] = document_causal_mask(batch["tokens"], self.eod_id)
-        return batch
+            kwargs["attention_mask"] = document_causal_mask(batch["tokens"], self.eod_id)
+        return {"inputs": (batch["tokens"], batch["position_ids"]), "kwargs": kwargs, "labels": batch["labels"],
+                "loss_mask": batch["loss_mask"]}
 
     @torch.no_grad()
     def mean_loss(self, dataset, num_batches: int) -> float:
@@ -240,6 +243,52 @@ class PretrainTask:
                                num_parameters=self.num_parameters)
 
 
+class T5PretrainTask(PretrainTask):
+    """T5/mT5 span corruption: the encoder reads the corrupted text, the decoder predicts the masked spans."""
+
+    def _micro_batches(self, dataset, start: int, num_samples: int) -> Iterator[dict]:
+        from .t5_data import t5_batch
+
+        return (t5_batch(mb) for mb in super()._micro_batches(dataset, start, num_samples))
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        device = self.device
+        logits = model(batch["encoder_tokens"].to(device, non_blocking=True),
+                       decoder_tokens=batch["decoder_tokens"].to(device, non_blocking=True),
+                       encoder_mask=batch["encoder_mask"].to(device), decoder_mask=batch["decoder_mask"].to(device))
+        return lm_loss(logits, batch["labels"].to(device, non_blocking=True), batch["loss_mask"].to(device))
+
+    def pipeline_batch(self, micro_batches: list[dict]) -> dict:
+        batch = {key: torch.cat([mb[key] for mb in micro_batches]) for key in micro_batches[0]}
+        return {"inputs": (batch["encoder_tokens"],),
+                "kwargs": {key: batch[key] for key in ("decoder_tokens", "encoder_mask", "decoder_mask")},
+                "labels": batch["labels"], "loss_mask": batch["loss_mask"]}
+
+
+def _task_class(cfg: TrainConfig) -> type[PretrainTask]:
+    return T5PretrainTask if cfg.model.family == "t5" else PretrainTask
+
+
+def _build_datasets(cfg: TrainConfig, plan: RunPlan, cache_dir: Path) -> list:
+    """The family's pretraining datasets: GPT's token stream, or T5's span corruption."""
+    if cfg.model.family != "t5":
+        return build_datasets(cfg, plan.entries, plan.tokenizer, cache_dir)
+    from .t5_data import build_t5_datasets
+
+    check_splits(cfg, plan.entries)
+    m = cfg.model
+    return build_t5_datasets(m.data, seed=m.seed, seq_length=m.seq_length, seq_length_dec=m.seq_length_dec,
+                             sizes=split_sizes(cfg), entries=plan.entries, tokenizer=plan.tokenizer,
+                             cache_dir=cache_dir)
+
+
+def describe_layers(arch: Any) -> str:
+    """"12 layers" (GPT) or "6 encoder + 6 decoder layers" (T5)."""
+    if hasattr(arch, "num_layers"):
+        return f"{arch.num_layers} layers"
+    return f"{arch.encoder_num_layers} encoder + {arch.decoder_num_layers} decoder layers"
+
+
 def plan_run(cfg: TrainConfig, world_size: int = 1) -> RunPlan:
     """Every check that needs neither a process group nor a model: layout, data, vocabulary, resume."""
     dp_size = check_parallel_layout(cfg.model, world_size)
@@ -249,6 +298,19 @@ def plan_run(cfg: TrainConfig, world_size: int = 1) -> RunPlan:
     tokenizer = blend_tokenizer(entries)
     model_vocab = cfg.model.tokenizer.vocab_size or tokenizer.vocab_size
     check_vocab(entries, tokenizer, model_vocab, source=f"model.tokenizer.vocab_size={model_vocab}")
+    if cfg.model.family == "t5":
+        from .t5_data import check_t5_data
+
+        m = cfg.model
+        have = int(tokenizer.summary.get("num_sentinel_tokens") or 0)
+        if have and have < m.tokenizer.num_sentinel_tokens:
+            raise ArtifactError(
+                f"dataset {entries[0].ref.prefix} carries {have} sentinels, model.tokenizer.num_sentinel_tokens="
+                f"{m.tokenizer.num_sentinel_tokens} asks for more",
+                hint=f"set model.tokenizer.num_sentinel_tokens={have}, or preprocess with --num-sentinel-tokens "
+                     f"{m.tokenizer.num_sentinel_tokens}")
+        check_t5_data(m.data, seq_length=m.seq_length, seq_length_dec=m.seq_length_dec, tokenizer=tokenizer,
+                      entries=entries)
     arch = cfg.model.architecture(model_vocab)
     run_dir = cfg.exp_manager.run_dir()
     resume_from = find_resume_checkpoint(cfg, run_dir)
@@ -299,19 +361,21 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     spec = get_family(cfg.model.family)
     parts = build_model_parts(spec, arch, device, mesh, virtual=m.virtual_pipeline_size,
                               sequence_parallel=m.sequence_parallel, recompute=recompute_of(cfg),
-                              param_dtype=param_dtype)
+                              param_dtype=param_dtype, split_rank=m.split_rank)
     pipeline = None
     if m.pipeline_model_parallel_size > 1:
         pipeline = Pipeline(parts, spec, mesh, device, m.num_micro_batches // dp.size, virtual=m.virtual_pipeline_size,
+                            tied_stages=tied_stages(spec, arch, m.pipeline_model_parallel_size,
+                                                    m.virtual_pipeline_size, m.split_rank),
                             loss_context=loss_context(mesh))
         n_params = spec.count_parameters(arch)  # this rank holds a part
     else:
         n_params = num_parameters(parts[0])
     optimizer = Optimizers(parts, cfg, device)
     cache_dir = Path(m.data.index_mapping_dir or run_dir / "index_cache")
-    datasets = build_datasets(cfg, plan.entries, plan.tokenizer, cache_dir)
+    datasets = _build_datasets(cfg, plan, cache_dir)
     inputs = [input_record(a) for a in dict.fromkeys(e.ref.artifact_dir for e in plan.entries)]
-    task = PretrainTask(cfg, plan, parts=parts, optimizer=optimizer, spec=spec, datasets=datasets, inputs=inputs,
+    task = _task_class(cfg)(cfg, plan, parts=parts, optimizer=optimizer, spec=spec, datasets=datasets, inputs=inputs,
                         device=device, dp=dp, pipeline=pipeline, num_parameters=n_params, mesh=mesh)
 
     state = TrainState()
@@ -325,10 +389,10 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     layout = "" if mesh is None or mesh.size() == 1 else (f" × {mesh.size()} processes (DP {dp.size}, TP "
                                       f"{m.tensor_model_parallel_size}{', SP' if m.sequence_parallel else ''}"
                                       f"{pp_text})")
-    log(f"model: {n_params:,} parameters, {arch.num_layers} layers, hidden {arch.hidden_size}, "
+    log(f"model: {n_params:,} parameters, {describe_layers(arch)}, hidden {arch.hidden_size}, "
         f"vocab {arch.vocab_size} | device {device}{layout}, precision {precision} | run dir {run_dir}")
     progress = Progress(run_dir, max_steps=trainer.max_steps, tokens_per_step=m.global_batch_size * m.seq_length,
-                        log=log, enabled=rank == 0, flops_per_token=spec.flops_per_token(arch, m.seq_length),
+                        log=log, enabled=rank == 0, flops_per_token=spec.flops_per_token(arch, *m.sequence_lengths),
                         num_devices=1 if mesh is None else mesh.size(), peak_tflops=peak_tflops(device_name(device)))
     if resume_from is not None:
         progress.forget_after(state.step)

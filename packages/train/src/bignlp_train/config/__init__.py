@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bignlp_contracts import ConfigError, load_config
+from bignlp_contracts import ConfigError, from_dict
+from bignlp_contracts.config import apply_overrides, load_yaml, resolve_config_path, resolve_interpolations
 
 from ..affinity import NumaMappingConfig
 from .common import (
@@ -35,19 +36,22 @@ from .common import (
     WandbLoggerKwargs,
     parse_max_time,
 )
-from .data import DataConfig
+from .data import DataConfig, T5DataConfig
 from .gpt import GPTArchitectureKeys, GPTModelConfig
 from .layout import check_parallel_layout
 from .model import CHECKPOINT_GRANULARITIES, CHECKPOINT_METHODS, ParallelKeys, TrainingKeys
+from .t5 import StackKeys, T5ArchitectureKeys, T5ModelConfig, T5TokenizerConfig
 
 CONFIGS_DIR = Path(__file__).parent.parent / "configs"
-ModelConfig = GPTModelConfig  # the model keys of the one family pretraining trains today
+ModelConfig = GPTModelConfig | T5ModelConfig
 
 __all__ = [
     "CHECKPOINT_GRANULARITIES", "CHECKPOINT_METHODS", "CONFIGS_DIR", "OPTIMIZERS", "CheckpointCallbackParams",
     "DataConfig", "ExpManagerConfig", "GPTArchitectureKeys", "GPTModelConfig", "ModelConfig", "OptimConfig",
-    "ParallelKeys", "RunConfig", "SchedConfig", "TokenizerConfig", "TrainConfig", "TrainerConfig", "TrainingKeys",
-    "WandbLoggerKwargs", "check_parallel_layout", "load_train_config", "parse_max_time", "shipped_configs",
+    "ParallelKeys", "RunConfig", "SchedConfig", "StackKeys", "T5ArchitectureKeys", "T5DataConfig", "T5ModelConfig",
+    "T5TokenizerConfig", "T5TrainConfig", "TokenizerConfig", "TrainConfig", "TrainerConfig", "TrainingKeys",
+    "WandbLoggerKwargs", "check_parallel_layout", "family_of_config", "load_train_config", "parse_max_time",
+    "shipped_configs",
 ]
 
 
@@ -66,24 +70,61 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         sched = self.model.optim.sched
-        if sched.constant_steps > 0 and sched.warmup_steps + sched.constant_steps >= self.sched_max_steps:
+        warmup = sched.warmup_steps_for(self.sched_max_steps)
+        if sched.constant_steps > 0 and warmup + sched.constant_steps >= self.sched_max_steps:
             raise ConfigError(
-                f"model.optim.sched.warmup_steps + constant_steps = {sched.warmup_steps + sched.constant_steps} "
+                f"model.optim.sched.warmup_steps + constant_steps = {warmup + sched.constant_steps} "
                 f"leaves no decay before step {self.sched_max_steps}",
                 hint="lower them or raise model.optim.sched.max_steps / trainer.max_steps",
             )
 
     @property
     def sched_max_steps(self) -> int:
-        """The step the cosine reaches ``min_lr``: ``sched.max_steps``, else ``trainer.max_steps``."""
+        """The step the schedule reaches ``min_lr``: ``sched.max_steps``, else ``trainer.max_steps``."""
         return self.model.optim.sched.max_steps or self.trainer.max_steps
+
+
+@dataclass(frozen=True, kw_only=True)
+class T5TrainConfig(TrainConfig):
+    """Everything ``bignlp-train pretrain`` reads for a T5/mT5 model."""
+
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="t5"))
+    exp_manager: ExpManagerConfig = field(default_factory=lambda: ExpManagerConfig(name="megatron_t5"))
+    model: T5ModelConfig = field(default_factory=T5ModelConfig)
+
+
+# Keys only an encoder-decoder config has: how a YAML file says which family it trains (the NeMo
+# launcher told them apart by the config's directory, gpt3/ or t5/, which a user's own file lacks).
+_T5_KEYS = (("data", "seq_length_dec"), ("encoder",), ("decoder",), ("pipeline_model_parallel_split_rank",),
+            ("position_embedding_type",))
+
+
+def family_of_config(data: Mapping[str, Any]) -> str:
+    """``"t5"`` when the ``model`` section has a key only T5 configs have, else ``"gpt"``."""
+    model = data.get("model") or {}
+    for path in _T5_KEYS:
+        node: Any = model
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is not None:
+            return "t5"
+    return "gpt"
 
 
 def load_train_config(
     name_or_path: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
 ) -> TrainConfig:
-    """Load a shipped config (``gpt3/tiny-cpu``) or a YAML path, then apply ``key.sub=value`` overrides."""
-    return load_config(TrainConfig, name_or_path, overrides, builtin_dir=CONFIGS_DIR)
+    """Load a shipped config (``gpt3/tiny-cpu``, ``t5/220m``) or a YAML path, then apply ``key.sub=value``
+    overrides; a T5 config (see ``family_of_config``) loads as ``T5TrainConfig``."""
+    if name_or_path is None:
+        data: dict[str, Any] = {}
+    elif isinstance(name_or_path, Mapping):
+        data = dict(name_or_path)
+    else:
+        data = load_yaml(resolve_config_path(str(name_or_path), CONFIGS_DIR))
+    data = resolve_interpolations(apply_overrides(data, overrides))
+    cls = T5TrainConfig if family_of_config(data) == "t5" else TrainConfig
+    return from_dict(cls, data)
 
 
 def shipped_configs() -> list[str]:

@@ -158,15 +158,37 @@ class TokenizerConfig:
             raise ConfigError(f"model.tokenizer.vocab_size must be positive, got {self.vocab_size}")
 
 
+SCHEDULERS = ("CosineAnnealing", "WarmupAnnealing")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SchedConfig:
-    """NeMo's ``CosineAnnealing``: warmup, cosine decay to min_lr, then min_lr for constant_steps."""
+    """NeMo's ``CosineAnnealing`` (warmup, cosine decay to min_lr, then min_lr for constant_steps; the GPT-3
+    recipes) or ``WarmupAnnealing`` (warmup, then linear decay to min_lr; the T5/mT5 recipes)."""
 
-    name: Literal["CosineAnnealing"] = "CosineAnnealing"
-    warmup_steps: int = 0
-    constant_steps: int = 0
+    name: Literal["CosineAnnealing", "WarmupAnnealing"] = "CosineAnnealing"
+    warmup_steps: int | None = None  # null: warmup_ratio × max steps, else 0
+    warmup_ratio: float | None = None  # share of the max steps spent warming up (when warmup_steps is null)
+    constant_steps: int = 0  # CosineAnnealing only
     min_lr: float = 0.0
     max_steps: int | None = None  # null: trainer.max_steps
+    last_epoch: int = -1  # compatibility: NeMo's scheduler argument, no effect
+
+    def __post_init__(self) -> None:
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"model.optim.sched.warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ConfigError("model.optim.sched.warmup_steps and warmup_ratio are both set",
+                              hint="set one of them (the other null)")
+        if self.name == "WarmupAnnealing" and self.constant_steps:
+            raise ConfigError("model.optim.sched.constant_steps applies to CosineAnnealing only",
+                              hint="set it to 0 with WarmupAnnealing")
+
+    def warmup_steps_for(self, max_steps: int) -> int:
+        """Warmup steps: ``warmup_steps``, else ``int(warmup_ratio × max_steps)`` as NeMo computes it, else 0."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(self.warmup_ratio * max_steps) if self.warmup_ratio is not None else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,5 +210,5 @@ class OptimConfig:
             raise ConfigError(f"model.optim.lr must be positive, got {self.lr}")
         if not 0 <= self.sched.min_lr <= self.lr:
             raise ConfigError(f"model.optim.sched.min_lr={self.sched.min_lr} must lie in [0, model.optim.lr={self.lr}]")
-        if self.sched.warmup_steps < 0 or self.sched.constant_steps < 0:
+        if (self.sched.warmup_steps or 0) < 0 or self.sched.constant_steps < 0:
             raise ConfigError("model.optim.sched.warmup_steps and constant_steps must be 0 or more")

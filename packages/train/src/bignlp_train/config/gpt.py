@@ -79,6 +79,16 @@ class GPTModelConfig(TrainingKeys, GPTArchitectureKeys, ParallelKeys):
         """Tokens per sample: ``data.seq_length``, else ``encoder_seq_length``."""
         return self.data.seq_length or self.encoder_seq_length
 
+    @property
+    def sequence_lengths(self) -> tuple[int]:
+        """Tokens per sample, one length per stack (GPT has one)."""
+        return (self.seq_length,)
+
+    @property
+    def split_rank(self) -> None:
+        """GPT's pipeline stages are all alike: no encoder/decoder split."""
+        return None
+
     def data_parallel_size(self, world_size: int) -> int:
         """DP for ``world_size`` processes, after ``check_parallel_layout``."""
         return check_parallel_layout(self, world_size)

@@ -8,9 +8,10 @@ from bignlp_contracts import ConfigError
 
 if TYPE_CHECKING:
     from .gpt import GPTModelConfig
+    from .t5 import T5ModelConfig
 
 
-def check_parallel_layout(model: GPTModelConfig, world_size: int) -> int:
+def check_parallel_layout(model: GPTModelConfig | T5ModelConfig, world_size: int) -> int:
     """Check the parallel layout against ``world_size`` processes; return the data-parallel size.
 
     A pure function of the config and the world size (seed section 5.7): world size = TP × PP × DP,
@@ -30,17 +31,20 @@ def check_parallel_layout(model: GPTModelConfig, world_size: int) -> int:
         raise ConfigError(
             f"model.num_attention_heads={model.num_attention_heads} is not divisible by "
             f"model.tensor_model_parallel_size={tp}", hint="each tensor-parallel rank computes whole attention heads")
-    if model.sequence_parallel and tp > 1 and model.seq_length % tp:
-        raise ConfigError(
-            f"model.seq_length={model.seq_length} is not divisible by model.tensor_model_parallel_size={tp}, "
-            "as model.sequence_parallel=true needs", hint="each tensor-parallel rank holds an equal slice of the "
-            "sequence: pick a sequence length that divides, or set model.sequence_parallel=false")
+    for key, length in zip(("model.seq_length", "model.data.seq_length_dec"), model.sequence_lengths):
+        if model.sequence_parallel and tp > 1 and length % tp:
+            raise ConfigError(
+                f"{key}={length} is not divisible by model.tensor_model_parallel_size={tp}, "
+                "as model.sequence_parallel=true needs", hint="each tensor-parallel rank holds an equal slice of the "
+                "sequence: pick a sequence length that divides, or set model.sequence_parallel=false")
     virtual = model.virtual_pipeline_size
-    if model.num_layers % pp:
+    if hasattr(model, "check_pipeline_layers"):  # an encoder-decoder: each side over its own stages
+        model.check_pipeline_layers()
+    elif model.num_layers % pp:
         raise ConfigError(
             f"model.num_layers={model.num_layers} is not divisible by model.pipeline_model_parallel_size={pp}",
             hint="each pipeline stage holds the same number of layers")
-    if model.num_layers % (pp * virtual):
+    if not hasattr(model, "check_pipeline_layers") and model.num_layers % (pp * virtual):
         raise ConfigError(
             f"model.num_layers={model.num_layers} is not divisible by model.pipeline_model_parallel_size={pp} × "
             f"model.virtual_pipeline_model_parallel_size={virtual}",
