@@ -8,8 +8,12 @@ Tiny model, fp32, dropout 0, fixed seed, synthetic WordPiece dataset with 100 se
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +114,79 @@ def test_bad_input_is_one_line_before_any_process_starts(dataset, t5_dataset, tm
     assert "pipeline_model_parallel_split_rank=2" in fails("model.pipeline_model_parallel_size=2",
                                                            "model.pipeline_model_parallel_split_rank=2")
     assert "seq_length_dec" in fails("model.data.seq_length_dec=3")
+
+
+def test_save_at_dp2_resume_at_tp2_and_one_process(t5_dataset, tmp_path, reference):
+    saved = tmp_path / "dp2"
+    pretrain(t5_dataset, saved, "trainer.max_steps=5", nproc=2)
+    for name, nproc, extra in [("tp2", 2, ("model.tensor_model_parallel_size=2",)), ("single", 1, ())]:
+        run_dir = tmp_path / name
+        shutil.copytree(saved, run_dir)
+        out = pretrain(t5_dataset, run_dir, *extra, nproc=nproc)
+        assert "resumed from" in out.stdout and "(step 5, 40 samples consumed)" in out.stdout
+        assert_same_curve(curve(run_dir), reference, range(6, 11))
+
+
+def test_kill_9_mid_run_then_resume_matches_the_uninterrupted_run(t5_dataset, tmp_path):
+    from test_train_faults import HOOK, assert_steps_equal, kill_group, train_records
+
+    # dropout on: the resumed run must restore the RNG too; a checkpoint every 2 steps
+    faults = ("trainer.max_steps=8", "model.optim.sched.max_steps=8", "trainer.val_check_interval=4",
+              "trainer.limit_val_batches=1", "trainer.limit_test_batches=0",
+              "exp_manager.checkpoint_callback_params.every_n_steps=2",
+              "exp_manager.checkpoint_callback_params.save_top_k=-1")
+    args = ["pretrain", "--config", "t5/tiny-cpu"]
+    straight = tmp_path / "straight"
+    subprocess.run([sys.executable, "-m", "bignlp_train", *args, *t5_tiny_overrides(t5_dataset, straight, *faults)],
+                   check=True, capture_output=True, timeout=240)
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "FAULT_MODE": "hang-after-log", "FAULT_STEP": "5"}
+    proc = subprocess.Popen([sys.executable, "-c", HOOK, *args, *t5_tiny_overrides(t5_dataset, run_dir, *faults)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while 5 not in train_records(run_dir):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "step 5 was never logged"
+            time.sleep(0.05)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert latest_checkpoint(run_dir).name == "step-00000004"
+    command = [sys.executable, "-m", "bignlp_train", *args, *t5_tiny_overrides(t5_dataset, run_dir, *faults)]
+    out = subprocess.run(command,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from" in out.stdout and "(step 4, 16 samples consumed)" in out.stdout
+    assert_steps_equal(train_records(run_dir), train_records(straight), range(1, 9))
+
+
+# The curve only: no validation, no checkpoint (keeps 4 processes on 2 cores well under a minute).
+FAST = ("trainer.limit_val_batches=0", "exp_manager.create_checkpoint_callback=false")
+
+
+def test_pp2_dp2_four_processes_equal_one(t5_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 4 ranks on 2 cores: one intra-op thread each (as GPT's mesh test)
+    pretrain(t5_dataset, tmp_path / "single", *FAST)
+    out = pretrain(t5_dataset, tmp_path / "mesh", *FAST, "model.pipeline_model_parallel_size=2",
+                   "numa_mapping.enable=false", nproc=4)
+    assert "× 4 processes (DP 2, TP 1, PP 2 (1F1B))" in out.stdout
+    assert_same_curve(curve(tmp_path / "mesh"), curve(tmp_path / "single"), range(1, 11))
+
+
+# T5 v1.1 / mT5's options: relative position bias (split by heads under TP), RMSNorm, no biases, untied
+# output layer (its own vocabulary-parallel weight), swiglu, an asymmetric model, cross-attention bias.
+V11 = ("model.position_embedding_type=relative", "model.normalization=rmsnorm", "model.bias=false",
+       "model.share_decoder_tokens_head_embeddings=false", "model.activation=swiglu", "model.encoder.num_layers=2",
+       "model.decoder.num_layers=1", "model.decoder.ffn_hidden_size=48",
+       "model.relative_position_bias_self_attention_only=false")
+
+
+def test_v11_options_under_tp_sp_and_pp_equal_one_process(t5_dataset, tmp_path):
+    pretrain(t5_dataset, tmp_path / "single", *FAST, *V11)
+    single = curve(tmp_path / "single")
+    for name, layout in {"tp2-sp": ("model.tensor_model_parallel_size=2", "model.sequence_parallel=true"),
+                         "pp2": ("model.pipeline_model_parallel_size=2",)}.items():
+        pretrain(t5_dataset, tmp_path / name, *FAST, *V11, *layout, nproc=2)
+        assert_same_curve(curve(tmp_path / name), single, range(1, 11))
