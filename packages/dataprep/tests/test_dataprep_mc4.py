@@ -112,6 +112,9 @@ def test_mc4_two_shares_then_finalize(server, tmp_path):
     assert res.exit_code == 0, res.output
     manifest = read_manifest(data_dir)
     assert manifest.summary["tokenizer"]["tokenizer_model"] == "tokenizer/mt5_tokenizer.model"
+    # num_sentinel_tokens: 100, then the T5 roles the model lacks (<cls>, <sep>, <mask>, <bos>), as NeMo appends them
+    assert manifest.summary["tokenizer"]["num_sentinel_tokens"] == 100
+    assert manifest.summary["tokenizer"]["vocab_size"] == 700 + 100 + 4
     refs = {r.prefix.name: r for r in resolve_dataset(data_dir, verify="sha256")}
     assert sorted(refs) == sorted(f"{p}_text_document" for p in ("de_00", "de_01", "fr", "ja", "en_00", "en_01"))
     sp = sentencepiece.SentencePieceProcessor(model_file=str(data_dir / "tokenizer" / "mt5_tokenizer.model"))

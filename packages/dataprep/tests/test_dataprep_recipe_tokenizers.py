@@ -216,13 +216,15 @@ def test_t5_pile_end_to_end(server, tmp_path):
     assert [r.prefix.name for r in refs] == [f"my-t5_{n:02d}_text_document" for n in range(PILE_SHARDS)]
     assert (data_dir / "bpe" / "vocab.txt").read_bytes() == BERT_VOCAB.read_bytes()
     summary = read_manifest(data_dir).summary["tokenizer"]
-    assert summary == {"type": "bert-wordpiece-case", "vocab_file": "tokenizer/vocab.txt", "vocab_size": 30522,
-                       "eod_id": 102}
+    # the recipe's num_sentinel_tokens: 100: <extra_id_0..99> appended after the 30,522 entries of vocab.txt
+    assert summary == {"type": "bert-wordpiece-case", "vocab_file": "tokenizer/vocab.txt", "vocab_size": 30622,
+                       "eod_id": 102, "num_sentinel_tokens": 100}
     assert (data_dir / "tokenizer" / "vocab.txt").read_bytes() == BERT_VOCAB.read_bytes()
     for ref in refs:
         ds = IndexedDataset(str(ref.prefix))
         assert len(ds) == ref.entry["num_sequences"] and 102 not in ds[0]  # append_eod: False for T5
-    # shard 01 is what `preprocess --tokenizer-type bert-wordpiece-case` makes of the same text
+    # shard 01 is what `preprocess --tokenizer-type bert-wordpiece-case` makes of the same text (without
+    # sentinels: they change the vocabulary, not the documents' ids)
     www_text = tmp_path / "01.jsonl"
     www_text.write_bytes(_fetch(f"{server}/files/pile/01.jsonl"))
     preprocess(PreprocessConfig(input=(str(www_text),), output_prefix=str(tmp_path / "x"),

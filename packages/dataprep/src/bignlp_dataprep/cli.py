@@ -118,6 +118,11 @@ def main() -> None:
               help="huggingface: a tokenizer.json (tokenizers.Tokenizer.from_file); copied into the artifact.")
 @click.option("--eod-token", metavar="TOKEN",
               help="huggingface: the end-of-document token. [default: <|endoftext|>, else </s>]")
+@click.option("--num-sentinel-tokens", type=click.IntRange(min=0), metavar="N",
+              help="T5/mT5: append N sentinels <extra_id_0> ... after the vocabulary (100 for T5, as NeMo); a "
+                   "SentencePiece model also gets the T5 roles it lacks (<cls>, <sep>, <mask>, <pad>, <bos>, "
+                   "<eos>). The documents' token ids do not change; vocab_size and the manifest count them. "
+                   "[default: 0]")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]),
               help="fail: stop at the first malformed JSON line, missing key or invalid UTF-8 (naming FILE:LINE). "
                    "skip: drop those lines and empty documents, counted per reason in the manifest. "
@@ -148,6 +153,9 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
         bignlp-dataprep preprocess --input shard-00.jsonl.zst shard-01.jsonl.zst \\
           --output-prefix data/pile --json-keys text --tokenizer-type gpt2-bpe \\
           --vocab-file gpt2/vocab.json --merges-file gpt2/merges.txt --append-eod --workers 16
+        # T5: WordPiece with the 100 sentinels span corruption needs, no end of document
+        bignlp-dataprep preprocess --input shard-00.jsonl.zst --output-prefix data/pile-t5 \\
+          --tokenizer-type bert-wordpiece-case --vocab-file vocab.txt --num-sentinel-tokens 100
     """
     from .preprocess import preprocess as run_preprocess
 
@@ -357,7 +365,8 @@ def inspect(path: str, num_show: int, max_chars: int, histogram: bool, histogram
         png = plot_histogram(info["datasets"], histogram_png) if histogram_png else None
     tok = info["tokenizer"]
     click.echo(f"artifact: {info['artifact_dir']}")
-    click.echo(f"tokenizer: {tok['type']} (vocab_size {tok['vocab_size']}, eod_id {tok['eod_id']})")
+    sentinels = f", {tok['num_sentinel_tokens']} sentinels" if tok.get("num_sentinel_tokens") else ""
+    click.echo(f"tokenizer: {tok['type']} (vocab_size {tok['vocab_size']}, eod_id {tok['eod_id']}{sentinels})")
     for d in info["datasets"]:
         click.echo(f"{d['prefix']}: {d['num_documents']:,} documents, {d['num_sequences']:,} sequences, "
                    f"{d['num_tokens']:,} tokens, {d['dtype']}")

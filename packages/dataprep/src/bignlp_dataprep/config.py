@@ -38,6 +38,10 @@ class PreprocessConfig:
     tokenizer_file: str | None = None  # huggingface: tokenizer.json
     # huggingface: the end-of-document token; default <|endoftext|>, else </s>.
     eod_token: str | None = None
+    # T5/mT5: append the sentinels <extra_id_0> ... after the vocabulary (NeMo's tokenizer.num_sentinel_tokens;
+    # 100 for T5). Document ids do not change (sentinel text in a document stays ordinary text); vocab_size and
+    # the manifest's summary.tokenizer count them, so training finds them there.
+    num_sentinel_tokens: int = 0
     # fail: stop at the first bad line (naming FILE:LINE). skip: drop malformed JSON, missing keys, invalid
     # UTF-8 and empty documents, counted per reason in the manifest's summary.skipped.
     on_error: str = "fail"
@@ -66,13 +70,15 @@ class PreprocessConfig:
             raise ValueError(f"batch_mb must be > 0, got {self.batch_mb}")
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+        if self.num_sentinel_tokens < 0:
+            raise ValueError(f"num_sentinel_tokens must be >= 0, got {self.num_sentinel_tokens}")
         object.__setattr__(self, "tokenizer_type", canonical_tokenizer_type(self.tokenizer_type))
 
     @property
     def tokenizer(self) -> TokenizerSpec:
-        """The tokenizer part: its type and files."""
+        """The tokenizer part: its type, files and appended sentinels."""
         return TokenizerSpec(self.tokenizer_type, self.vocab_file, self.merges_file, self.tokenizer_model,
-                             self.tokenizer_file, self.eod_token)
+                             self.tokenizer_file, self.eod_token, num_sentinel_tokens=self.num_sentinel_tokens)
 
 
 def load_preprocess_config(

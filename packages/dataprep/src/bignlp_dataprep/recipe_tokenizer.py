@@ -110,4 +110,5 @@ def ensure_tokenizer(cfg: Recipe, sums: dict[str, str] | None = None, *, progres
             with file_lock(path):
                 download(url, path, sha256=(sums or {}).get(path.name), **download_options(cfg, progress=progress))
         paths[key] = str(path)
-    return TokenizerSpec(str(cfg.tokenizer_type), eod_token=cfg.eod_token, **paths)
+    return TokenizerSpec(str(cfg.tokenizer_type), eod_token=cfg.eod_token, num_sentinel_tokens=cfg.num_sentinel_tokens,
+                         **paths)

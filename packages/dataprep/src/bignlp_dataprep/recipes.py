@@ -82,6 +82,8 @@ class RecipeBase:
     tokenizer_file: str | None = None
     # huggingface only: the end-of-document token (default <|endoftext|>, else </s>).
     eod_token: str | None = None
+    # T5/mT5: sentinels <extra_id_0> ... appended after the vocabulary (100 for T5); document ids do not change.
+    num_sentinel_tokens: int = 0
     # Pairs are named {output_name}_{NN}_<key>_document, NN the shard number (two digits).
     output_name: str = "my-gpt3"
     json_keys: tuple[str, ...] = ("text",)
@@ -108,6 +110,9 @@ class RecipeBase:
             raise ConfigError("json_keys: give at least one key")
         if self.workers < 1 or self.download_retries < 0:
             raise ConfigError("workers must be >= 1 and download_retries >= 0")
+        if self.num_sentinel_tokens < 0:
+            raise ConfigError(f"num_sentinel_tokens must be >= 0, got {self.num_sentinel_tokens}",
+                              hint="num_sentinel_tokens=100 for T5/mT5, 0 for GPT")
         if self.on_error not in ON_ERROR:
             raise ConfigError(f"on_error {self.on_error!r} is not one of {', '.join(ON_ERROR)}",
                               hint="on_error=fail (stop at the first bad line) or on_error=skip (drop and count)")
