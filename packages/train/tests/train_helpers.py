@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -171,3 +172,49 @@ def t5_tiny_overrides(data_prefix, run_dir: Path, *extra: str) -> list[str]:
         "model.data.splits_string=80,15,5",
         *extra,
     ]
+
+
+REPO_DATA = Path(__file__).resolve().parents[3] / "tests" / "data"
+
+
+def make_spm_t5_dataset(out_dir: Path, *, name: str = "multi", num_docs: int | None = None,
+                        corpus: Path = REPO_DATA / "corpus" / "demo-multi.jsonl.gz",
+                        model: Path = REPO_DATA / "spm" / "multi_unigram_8000.model") -> Path:
+    """An mT5 span-corruption dataset: the shipped multilingual slice, tokenized with the shipped SentencePiece
+    model and 100 sentinels (what ``bignlp-dataprep preprocess --num-sentinel-tokens 100`` makes); the prefix."""
+    import gzip
+    import shutil
+
+    from bignlp_tokenizers import TokenizerSpec, build_tokenizer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tokenizer").mkdir(exist_ok=True)
+    shutil.copy(model, out_dir / "tokenizer" / model.name)
+    tokenizer = build_tokenizer(TokenizerSpec("sentencepiece", tokenizer_model=str(model), num_sentinel_tokens=100))
+    with gzip.open(corpus, "rt", encoding="utf-8") as f:
+        docs = [json.loads(line)["text"] for line in f]
+    docs = docs[:num_docs] if num_docs else docs
+    prefix = out_dir / f"{name}_text_document"
+    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=np.uint16)
+    num_tokens = 0
+    num_sequences = 0
+    for text in docs:
+        # one sequence per sentence (Megatron's --split-sentences): samples pack sentences up to seq_length
+        pieces = [tokenizer.encode(t) for t in re.split(r"(?<=[.!?\u3002\uff01\uff1f])\s*|\n+", text) if t.strip()]
+        pieces = [p for p in pieces if p]
+        builder.add_document([i for p in pieces for i in p], [len(p) for p in pieces])
+        num_tokens += sum(len(p) for p in pieces)
+        num_sequences += len(pieces)
+    builder.finalize(f"{prefix}.idx")
+    write_manifest(
+        out_dir,
+        MEGATRON_DATASET,
+        producer=Producer("bignlp-train-tests", "0"),
+        files=[f"{name}_text_document.bin", f"{name}_text_document.idx", f"tokenizer/{model.name}"],
+        summary={
+            "datasets": [{"prefix": f"{name}_text_document", "json_key": "text", "num_documents": len(docs),
+                          "num_sequences": num_sequences, "num_tokens": num_tokens, "dtype": "uint16"}],
+            "tokenizer": {**tokenizer.summary(), "tokenizer_model": f"tokenizer/{model.name}"},
+        },
+    )
+    return prefix

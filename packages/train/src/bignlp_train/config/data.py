@@ -93,7 +93,7 @@ class T5DataConfig(_Blend):
     max_ngram_size: int = 10  # longest masked span
     mean_ngram_size: int | None = None  # compatibility: megatron-core has no such setting (must stay null)
     geometric_dist: bool = True  # span lengths drawn geometrically (SpanBERT), else uniformly
-    permutation: bool = False  # shuffle the masked spans' order in the decoder
+    permutation: bool = False  # permute n-grams of the encoder input (megatron-core seeds it globally: must stay false)
     whole_word_masking: bool = True  # never split a word (WordPiece "##" continuations)
     favor_longer_ngrams: bool = False  # weigh long spans more (uniform draw)
     respect_document_boundaries: bool = True  # compatibility: megatron-core always does (must stay true)
