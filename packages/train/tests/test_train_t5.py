@@ -7,6 +7,7 @@ Tiny model, fp32, dropout 0, fixed seed, synthetic WordPiece dataset with 100 se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -74,6 +75,43 @@ def test_single_process_learns_and_writes_a_t5_checkpoint(t5_dataset, tmp_path, 
     assert manifest.summary["family"] == "t5"
     assert manifest.summary["model"]["encoder_num_layers"] == 2
     assert manifest.summary["tokenizer"]["num_sentinel_tokens"] == 100
+
+    # load_model gives the trained model: its validation loss, recomputed here, is the trainer's last one
+    import torch
+
+    from bignlp_models import T5, T5Config, generate, lm_loss, load_model, load_state_dict_only
+    from bignlp_train.data import micro_batches, resolve_blend, split_sizes
+    from bignlp_train.t5_data import build_t5_datasets, t5_batch
+    from bignlp_train.trainer import plan_run
+
+    loaded = load_model(run_dir)
+    assert loaded.family.name == "t5" and loaded.tokenizer.sentinel_ids[0] == loaded.vocab_size - 100
+    m = cfg.model
+    plan = plan_run(dataclasses.replace(cfg, exp_manager=dataclasses.replace(cfg.exp_manager, resume_if_exists=True)))
+    valid = build_t5_datasets(m.data, seed=m.seed, seq_length=m.seq_length, seq_length_dec=m.seq_length_dec,
+                              sizes=split_sizes(cfg), entries=resolve_blend(m), tokenizer=plan.tokenizer,
+                              cache_dir=run_dir / "index_cache")[1]
+    # training's softmax spans the padded vocabulary rows too: score with them, as the trainer did
+    weights, _ = load_state_dict_only(run_dir, unpad=False)
+    padded = T5(T5Config(**manifest.summary["model"]))
+    padded.load_state_dict(weights)
+    padded.eval()
+    losses = []
+    with torch.no_grad():
+        for mb in micro_batches(valid, start=0, num_samples=2 * m.global_batch_size, micro_batch_size=2):
+            b = t5_batch(mb)
+            inputs = dict(decoder_tokens=b["decoder_tokens"], encoder_mask=b["encoder_mask"],
+                          decoder_mask=b["decoder_mask"])
+            logits = padded(b["encoder_tokens"], **inputs)
+            losses.append(lm_loss(logits, b["labels"], b["loss_mask"]).item())
+            real = loaded.model(b["encoder_tokens"], **inputs)  # load_model's model: the real-token rows only
+            torch.testing.assert_close(real, logits[..., :loaded.vocab_size], rtol=1e-5, atol=1e-5)
+    assert sum(losses) / len(losses) == pytest.approx(result.final_val_loss, rel=1e-5)
+    # and it generates: a sentinel-bearing encoder input, decoding from the tokenizer's bos (NeMo's start)
+    tok = loaded.tokenizer
+    out = generate(loaded.model, [[*b["encoder_tokens"][0][:10].tolist(), tok.sentinel_ids[0]]], max_new_tokens=5,
+                   pad_id=tok.pad_id, decoder_start_token_id=tok.bos_id)
+    assert len(out.tokens[0]) == 5
 
 
 LAYOUTS = {
@@ -190,3 +228,12 @@ def test_v11_options_under_tp_sp_and_pp_equal_one_process(t5_dataset, tmp_path):
                          "pp2": ("model.pipeline_model_parallel_size=2",)}.items():
         pretrain(t5_dataset, tmp_path / name, *FAST, *V11, *layout, nproc=2)
         assert_same_curve(curve(tmp_path / name), single, range(1, 11))
+
+
+def test_bf16_follows_the_fp32_curve(t5_dataset, tmp_path, reference):
+    """bf16 compute (FSDP's bf16 parameters, fp32 master weights) on one process: the same curve within bf16's
+    precision."""
+    pretrain(t5_dataset, tmp_path, "trainer.precision=bf16")
+    got = curve(tmp_path)
+    for step in range(1, 11):
+        assert got[step][0] == pytest.approx(reference[step][0], rel=3e-2), (step, got[step], reference[step])
