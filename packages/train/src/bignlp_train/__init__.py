@@ -5,4 +5,4 @@ reads a dataset artifact made by bignlp-dataprep and writes ``gpt-checkpoint``
 artifacts under the run directory. Library entry point: ``bignlp_train.trainer.pretrain``.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
