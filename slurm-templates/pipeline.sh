@@ -2,7 +2,8 @@
 # Submit a whole pipeline to Slurm and watch it: a dataprep array (one shard per task) -> finalize
 # -> training, chained with sbatch --parsable and --dependency=afterok. When a stage fails, its
 # dependents are cancelled (scancel, on top of --kill-on-invalid-dep=yes) and the failed stage, array
-# task, exit code and log are named.
+# task, exit code and log are named. The same chain trains GPT-3, T5 or mT5: the training config
+# decides (a T5/mT5 config needs a dataset with sentinels, which the t5/ and mt5/ recipes make).
 #
 # Usage: slurm-templates/pipeline.sh [--no-watch]
 #   --no-watch   submit, print the job ids and return (the chain still cancels itself on failure
@@ -10,14 +11,18 @@
 #   -h, --help   this text
 #
 # Parameters (environment variables):
-#   DATA_CONFIG          required  dataprep recipe: generic/custom_dataset, gpt3/download_gpt3_pile, ... or a YAML file
+#   DATA_CONFIG          required  dataprep recipe: generic/custom_dataset, gpt3/download_gpt3_pile,
+#                                  t5/download_t5_pile, mt5/download_mc4 or a YAML file
 #   DATA_DIR             required  dataset artifact directory, on a filesystem every node sees
-#   NUM_SHARDS           required  dataprep array tasks; the recipe's files are dealt round-robin among them
-#   TRAIN_CONFIG         required  training config: gpt3/tiny-cpu, gpt3/126m, ... or a YAML file
+#   NUM_SHARDS           required  dataprep array tasks; the recipe's files are dealt among them (round-robin;
+#                                  mt5/download_mc4 balances them by size)
+#   TRAIN_CONFIG         required  training config: gpt3/126m, t5/220m, mt5/170m, gpt3/tiny-cpu, ... or a YAML file
 #   RESULTS_DIR          required  training run directory (config.yaml, metrics.jsonl, checkpoints/)
 #   DATA_OVERRIDES       optional  KEY=VALUE recipe overrides, space-separated (raw_dataset_files=[...] ...)
 #   TRAIN_OVERRIDES      optional  key.sub=value training overrides, space-separated
-#   TRAIN_DATA_PREFIX    optional  what training reads (default: DATA_DIR, every pair in it)
+#   TRAIN_DATA_PREFIX    optional  what training reads: a dataset dir, DIR/NAME_text_document or a blend
+#                                  "[0.5,DIR/A_text_document,0.5,DIR/B_text_document]"
+#                                  (default: DATA_DIR, every pair in it weighted by its tokens)
 #   TRAIN_NODES          optional  training nodes (default 1)
 #   TRAIN_TASKS_PER_NODE optional  training processes per node, one per GPU or CPU slot
 #                                  (default: TRAIN_GPUS_PER_NODE, else 1)
@@ -44,6 +49,12 @@
 #   DATA_OVERRIDES="raw_dataset_files=[/raw/a.jsonl,/raw/b.jsonl] vocab_file=/bpe/vocab.json merge_file=/bpe/merges.txt" \
 #   TRAIN_CONFIG=gpt3/tiny-cpu RESULTS_DIR=/results/tiny TRAIN_NODES=2 \
 #   slurm-templates/pipeline.sh
+#
+# Example (T5: 4 Pile shards from a mirror, BERT vocab and 100 sentinels, then 2 GPU nodes):
+#   DATA_CONFIG=t5/download_t5_pile DATA_DIR=/data/pile-t5 NUM_SHARDS=4 \
+#   DATA_OVERRIDES="the_pile_url=https://mirror.example/pile/train file_numbers=0-3" \
+#   TRAIN_CONFIG=t5/220m RESULTS_DIR=/results/t5_220m TRAIN_NODES=2 TRAIN_GPUS_PER_NODE=8 \
+#   slurm-templates/pipeline.sh
 set -uo pipefail
 
 PROG="pipeline.sh"
@@ -67,10 +78,10 @@ done
 require() {  # require NAME WHAT: a missing parameter is one line naming it
   [[ -n ${!1:-} ]] || die "set $1 to $2"
 }
-require DATA_CONFIG "the dataprep recipe (generic/custom_dataset, gpt3/download_gpt3_pile) or a YAML file"
+require DATA_CONFIG "the dataprep recipe (generic/custom_dataset, gpt3/download_gpt3_pile, t5/download_t5_pile) or a YAML file"
 require DATA_DIR "the dataset artifact directory (on a filesystem every node sees)"
 require NUM_SHARDS "the number of dataprep array tasks (one share of the files each)"
-require TRAIN_CONFIG "the training config (gpt3/tiny-cpu, gpt3/126m) or a YAML file"
+require TRAIN_CONFIG "the training config (gpt3/126m, t5/220m, mt5/170m) or a YAML file"
 require RESULTS_DIR "the training run directory"
 
 positive_int() {  # positive_int NAME VALUE

@@ -193,6 +193,37 @@ def test_train_tasks_meet_at_the_first_nodes_address(tmp_path: Path):
     assert "#SBATCH --dependency=singleton" in head and "#SBATCH --signal=USR1@120" in head
 
 
+def test_dataprep_gpt_by_default_t5_by_parameters(tmp_path: Path):
+    def tokenizer_args(run_dir: Path, **env: str) -> list[str]:
+        run_dir.mkdir()
+        out, record = _run_template("dataprep.sbatch", run_dir, **env)
+        assert out.returncode == 0, out.stderr
+        [(argv, _)] = _calls(record, "srun")
+        return argv[argv.index("--tokenizer-type") :]
+
+    env, _ = _template_env("dataprep.sbatch", tmp_path)
+    assert tokenizer_args(tmp_path / "gpt", **env) == [
+        "--tokenizer-type", "gpt2-bpe", "--vocab-file=/v.json", "--merges-file=/m.txt", "--append-eod",
+        "--workers", "3"]
+    # T5: WordPiece without merges, sentinels, no end-of-document token.
+    t5 = {k: v for k, v in env.items() if k not in ("VOCAB_FILE", "MERGES_FILE")}
+    assert tokenizer_args(tmp_path / "t5", **t5, TOKENIZER_TYPE="bert-wordpiece-case", VOCAB_FILE="/bert/vocab.txt",
+                          NUM_SENTINEL_TOKENS="100", APPEND_EOD="0") == [
+        "--tokenizer-type", "bert-wordpiece-case", "--vocab-file=/bert/vocab.txt", "--num-sentinel-tokens=100",
+        "--no-append-eod", "--workers", "3"]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MERGES_FILE": ""}, "MERGES_FILE: set MERGES_FILE to the GPT-2 merges.txt"),
+    ({"APPEND_EOD": "yes"}, "dataprep.sbatch: APPEND_EOD='yes' must be 1 (GPT) or 0 (T5/mT5)"),
+])
+def test_dataprep_bad_parameter_is_one_line(tmp_path: Path, env: dict[str, str], message: str):
+    base, _ = _template_env("dataprep.sbatch", tmp_path)
+    out, record = _run_template("dataprep.sbatch", tmp_path, **{**base, **env})
+    assert out.returncode != 0 and out.stderr.strip().splitlines()[-1].endswith(message), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not _calls(record, "srun")
+
+
 @pytest.mark.parametrize("name, job", [("train.sbatch", "4242"), ("dataprep-array.sbatch", "4240_1"),
                                        ("dataprep-finalize.sbatch", "4242"), ("dataprep.sbatch", "4242")])
 def test_exit_75_requeues_the_job(name: str, job: str, tmp_path: Path):
