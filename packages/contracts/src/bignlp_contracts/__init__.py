@@ -3,7 +3,8 @@
 Stages never import each other; they agree on what is in this package:
 artifact kinds and their layouts, ``manifest.json`` (written last, atomically),
 strict YAML configs with ``key.sub=value`` overrides, one error hierarchy with
-exit codes, and run-environment discovery for multi-process stages.
+exit codes, run-environment discovery for multi-process stages, one writer per run
+directory (``lock_run_dir``) and checking files against their manifest (``check_files``).
 """
 
 from .atomic import atomic_directory, atomic_output_file, atomic_write_bytes, atomic_write_text
@@ -23,12 +24,15 @@ from .layout import (
     DatasetRef,
     checkpoint_dir_name,
     checkpoint_family,
+    checkpoint_problem,
     checkpoint_vocab_size,
     dataset_prefix_name,
     latest_checkpoint,
+    move_aside_checkpoint,
     read_checkpoint,
     remove_abandoned_checkpoint_writes,
     resolve_dataset,
+    resume_candidates,
     set_latest_checkpoint,
 )
 from .manifest import (
@@ -44,18 +48,22 @@ from .manifest import (
     write_manifest,
 )
 from .runenv import RunEnv, discover_run_env, expand_hostlist
+from .runlock import LockHolder, RunDirBusyError, RunLock, lock_run_dir, probe_run_lock, read_lock_holder
+from .verify import FileProblem, check_files, share_files
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "MANIFEST_NAME", "KINDS", "MEGATRON_DATASET", "MODEL_CHECKPOINT", "GPT_CHECKPOINT", "CHECKPOINT_KINDS",
-    "ArtifactKind", "ArtifactError", "BigNLPError", "ConfigError", "DatasetRef", "InputError",
-    "Manifest", "Producer", "RetryableError", "RunEnv",
+    "ArtifactKind", "ArtifactError", "BigNLPError", "ConfigError", "DatasetRef", "FileProblem", "InputError",
+    "LockHolder", "Manifest", "Producer", "RetryableError", "RunDirBusyError", "RunEnv", "RunLock",
     "apply_overrides", "atomic_directory", "atomic_output_file", "atomic_write_bytes", "atomic_write_text",
-    "checkpoint_dir_name", "checkpoint_family", "checkpoint_vocab_size", "dataset_prefix_name", "discover_run_env",
+    "check_files", "checkpoint_dir_name", "checkpoint_family", "checkpoint_problem", "checkpoint_vocab_size",
+    "dataset_prefix_name", "discover_run_env",
     "dump_config", "exit_on_error",
     "expand_hostlist", "from_dict", "get_kind", "git_commit", "input_record", "latest_checkpoint", "load_config",
-    "load_yaml", "parse_override", "read_checkpoint", "read_manifest",
-    "remove_abandoned_checkpoint_writes", "remove_manifest", "resolve_dataset",
-    "save_config", "set_latest_checkpoint", "sha256_file", "slurm_job_record", "to_dict", "write_manifest",
+    "load_yaml", "lock_run_dir", "move_aside_checkpoint", "parse_override", "probe_run_lock", "read_checkpoint",
+    "read_lock_holder", "read_manifest", "remove_abandoned_checkpoint_writes", "remove_manifest", "resolve_dataset",
+    "resume_candidates", "save_config", "set_latest_checkpoint", "sha256_file", "share_files", "slurm_job_record",
+    "to_dict", "write_manifest",
 ]

@@ -23,6 +23,7 @@ Checkpoint artifact (kind ``model-checkpoint``), made by ``bignlp-train``::
         manifest.json                 written last
       .step-00000200.tmp/             a save in progress (or abandoned by a killed run): never read
       latest                          text: the name of the newest complete step dir
+      damaged/step-00000300/          a checkpoint a resume found damaged, moved aside (never deleted)
 
 Its ``summary`` holds ``family`` (the model family, ``"gpt"``), ``model`` (the family's
 architecture config; ``vocab_size`` there is the padded vocabulary, the embedding's rows),
@@ -39,18 +40,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, fsync_dir
 from .errors import ArtifactError
 from .kinds import CHECKPOINT_KINDS, GPT_CHECKPOINT, MEGATRON_DATASET, MODEL_CHECKPOINT
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
+from .verify import check_files, share_files
 
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_POINTER = "latest"
 TOKENIZER_DIR = "tokenizer"
+DAMAGED_DIR = "damaged"
 
 
 def dataset_prefix_name(output_name: str, json_key: str) -> str:
@@ -149,6 +153,89 @@ def remove_abandoned_checkpoint_writes(run_dir: str | os.PathLike) -> list[Path]
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
     return leftovers
+
+
+def resume_candidates(run_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoints a resume may continue from, in the order to try them; none checked yet.
+
+    The step directory ``latest`` names, then every older one, newest first (a newer one that
+    ``latest`` does not name yet was written by a run killed before it moved the pointer: it is
+    redone, not trusted). Without a pointer, or with one naming a directory that is gone: every
+    step directory, newest first. A candidate may lack its manifest (an incomplete save).
+    """
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+    pointer = root / LATEST_POINTER
+    if pointer.is_file():
+        target = root / pointer.read_text().strip()
+        if target.name.startswith("step-") and target.is_dir():
+            return [target] + [p for p in steps if p.name < target.name]
+    return steps
+
+
+def checkpoint_problem(
+    path: str | os.PathLike,
+    *,
+    sha256: bool = False,
+    share: tuple[int, int] = (0, 1),
+    num_threads: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> str | None:
+    """Why a checkpoint directory cannot be resumed from, in a few words; None when it is intact.
+
+    Always (cheap): a manifest of a checkpoint kind, and every file it lists (``dcp/.metadata``
+    included) present with its recorded size. With ``sha256``: the content of share ``index`` of
+    ``count`` of the files (``share=(index, count)``; balanced by bytes, see ``share_files``), so the
+    processes of a job can verify a checkpoint together. ``on_progress(done, total)``: bytes hashed.
+    """
+    path = Path(path)
+    if not (path / MANIFEST_NAME).is_file():
+        return f"incomplete: no {MANIFEST_NAME} (a save that did not finish)"
+    try:
+        manifest = read_manifest(path, verify="none")
+    except ArtifactError as exc:
+        return _without_path(exc.message, path)
+    problems = check_files(path, manifest.files, sha256=False)
+    if not problems:
+        try:
+            read_checkpoint(path, verify="none")
+        except ArtifactError as exc:
+            return _without_path(exc.message, path)
+    if not problems and sha256:
+        index, count = share
+        mine = share_files({rel: int(meta.get("size") or 0) for rel, meta in manifest.files.items()}, count, index)
+        problems = check_files(path, {rel: manifest.files[rel] for rel in mine}, sha256=True,
+                               num_threads=num_threads, on_progress=on_progress)
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{problems[0]}{more}"
+
+
+def _without_path(message: str, path: Path) -> str:
+    text = message.split(". Produce it with:")[0]
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def move_aside_checkpoint(path: str | os.PathLike) -> Path:
+    """Rename a damaged checkpoint to ``checkpoints/damaged/<name>`` (``<name>.2``, ... when taken); return it.
+
+    Never deletes: what is left of it may still be worth a look. The new name matches neither
+    ``step-*`` (so no resume or pruning sees it) nor a temporary save (so no clean-up removes it).
+    """
+    path = Path(path)
+    aside = path.parent / DAMAGED_DIR
+    aside.mkdir(exist_ok=True)
+    dest, n = aside / path.name, 1
+    while dest.exists():
+        n += 1
+        dest = aside / f"{path.name}.{n}"
+    os.rename(path, dest)
+    fsync_dir(path.parent)
+    return dest
 
 
 def set_latest_checkpoint(run_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike) -> None:

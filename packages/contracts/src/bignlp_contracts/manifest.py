@@ -21,6 +21,7 @@ from typing import Any
 from .atomic import atomic_write_text
 from .errors import ArtifactError
 from .kinds import ArtifactKind, get_kind
+from .verify import check_files
 
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 8 << 20
@@ -262,15 +263,11 @@ def read_manifest(
 
 
 def _verify_files(artifact_dir: Path, manifest: Manifest, *, deep: bool) -> None:
-    for rel, meta in manifest.files.items():
-        p = artifact_dir / rel
-        if not p.is_file():
-            raise ArtifactError(f"{artifact_dir}: file {rel} listed in the manifest is missing")
-        size = p.stat().st_size
-        if size != meta.get("size"):
-            raise ArtifactError(
-                f"{artifact_dir}: file {rel} is {size} bytes, the manifest says {meta.get('size')} "
-                "(truncated or modified after it was written)"
-            )
-        if deep and sha256_file(p) != meta.get("sha256"):
-            raise ArtifactError(f"{artifact_dir}: file {rel} does not match its sha256 in the manifest (corrupt)")
+    # sizes first: a missing or truncated file is reported without hashing the others
+    problems = check_files(artifact_dir, manifest.files, sha256=False)
+    if not problems and deep:
+        problems = check_files(artifact_dir, manifest.files, sha256=True)
+    if problems:
+        first = problems[0]
+        reason = "listed in the manifest is missing" if first.reason == "is missing" else first.reason
+        raise ArtifactError(f"{artifact_dir}: file {first.path} {reason}")
