@@ -235,6 +235,37 @@ def test_half_written(checkpoint, tmp_path):
     one_line_error(no_meta, "missing required file dcp/.metadata")
 
 
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF  # same size, other content
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("victim", ["dcp/__0_0.distcp", "dcp/.metadata", "tokenizer/vocab.json"])
+def test_files_it_reads_must_match_their_sha256(checkpoint, tmp_path, tokens, victim):
+    damaged = tmp_path / "step"
+    shutil.copytree(checkpoint, damaged)
+    _flip(damaged / victim, (damaged / victim).stat().st_size // 2)
+    with pytest.raises(ArtifactError) as exc:
+        load_model(damaged)
+    line = exc.value.one_line()
+    assert line.startswith(f"{damaged}: file {victim} does not match its sha256 in the manifest (corrupt)"), line
+    assert "verify='size'" in line and exc.value.exit_code == 3
+    with pytest.raises(ArtifactError, match=f"file {victim} does not match"):
+        load_state_dict_only(damaged)
+    if victim == "dcp/__0_0.distcp":  # told to trust the files, it loads the flipped weight without a word
+        assert load_model(damaged, verify="size").vocab_size == VOCAB
+
+
+def test_sha256_covers_only_what_it_reads(checkpoint, tmp_path):
+    other = tmp_path / "step"
+    shutil.copytree(checkpoint, other)
+    _flip(other / "config.yaml", 0)  # listed in the manifest, never read by load_model: its size still is
+    load_model(other)
+    with pytest.raises(ValueError, match="verify='md5'"):
+        load_model(other, verify="md5")
+
+
 def test_unknown_family(trained, tmp_path):
     path = save_checkpoint(tmp_path, trained, summary={"family": "t9", "vocab_size": VOCAB})
     one_line_error(path, "summary.family 't9' is not a model family", "gpt")

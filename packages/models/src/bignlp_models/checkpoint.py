@@ -6,7 +6,13 @@ mode with its config, family spec and tokenizer. It reads the manifest (family, 
 vocabulary), builds the model on the meta device, materialises it where it will live, in the
 dtype asked for, and reads only the ``model.*`` entries of ``dcp/`` into it:
 ``torch.distributed.checkpoint`` loads a partial state dict in a plain process, and the
-optimizer's bytes are never read.
+optimizer's entries are never deserialised.
+
+Before any of it is used, the files it reads are checked against the sha256 the manifest
+records (``verify="sha256"``, the default): ``dcp/.metadata`` before it is unpickled, then the
+``dcp/`` files holding weights (whole files: the manifest has one sha256 per file, so a
+training checkpoint's optimizer bytes are hashed too) and ``tokenizer/``. A damaged file is one
+``ArtifactError`` line naming it.
 
 The vocabulary rows training padded for divisibility hold no token, so they are dropped: the
 model is built with the unpadded vocabulary (``LoadedModel.vocab_size``), the embedding keeps
@@ -34,6 +40,7 @@ from bignlp_contracts import (
     MODEL_CHECKPOINT,
     ArtifactError,
     Manifest,
+    check_files,
     checkpoint_family,
     checkpoint_vocab_size,
     read_checkpoint,
@@ -87,8 +94,30 @@ def _quiet_dcp() -> Iterator[None]:
         yield
 
 
+VERIFY_MODES = ("none", "size", "sha256")
+
+
+def _check_sha256(path: Path, manifest: Manifest, names: list[str]) -> None:
+    """The files ``names`` (relative to ``path``) must match the sha256 the manifest records."""
+    listed = {name: manifest.files[name] for name in names if name in manifest.files}
+    problems = check_files(path, listed, sha256=True)
+    if problems:
+        raise _error(path, f"file {problems[0]}",
+                     hint="load an intact checkpoint (a training run directory's older checkpoints/step-*), "
+                          "or pass verify='size' to skip the content check")
+
+
+def _files_read(manifest: Manifest, storage: dict) -> list[str]:
+    """What loading the weights reads: the dcp/ files holding ``model.*`` entries, and tokenizer/."""
+    shards = {f"{DCP_DIR}/{info.relative_path}" for index, info in storage.items()
+              if index.fqn.startswith(MODEL_PREFIX)}
+    return sorted(shards | {name for name in manifest.files if name.startswith("tokenizer/")})
+
+
 def _open(checkpoint: str | os.PathLike, verify: str) -> _Source:
-    path, manifest = read_checkpoint(checkpoint, verify=verify)
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify={verify!r}: expected one of {', '.join(VERIFY_MODES)}")
+    path, manifest = read_checkpoint(checkpoint, verify="none" if verify == "none" else "size")
     try:
         name = checkpoint_family(manifest)
     except ArtifactError as exc:
@@ -110,11 +139,15 @@ def _open(checkpoint: str | os.PathLike, verify: str) -> _Source:
     if vocab > padded_vocab:
         raise _error(path, f"vocabulary of {vocab} tokens is larger than the model's {padded_vocab} embedding rows")
     config = dataclasses.replace(padded, vocab_size=vocab) if vocab != padded_vocab else padded
+    if verify == "sha256":
+        _check_sha256(path, manifest, [f"{DCP_DIR}/.metadata"])  # before unpickling it
     try:
-        saved = dcp.FileSystemReader(str(path / DCP_DIR)).read_metadata().state_dict_metadata
+        metadata = dcp.FileSystemReader(str(path / DCP_DIR)).read_metadata()
     except Exception as exc:  # a torn or foreign dcp/.metadata: pickle and OS errors alike
         raise _error(path, f"cannot read {DCP_DIR}/.metadata ({type(exc).__name__}: {exc})") from None
-    return _Source(path, manifest, spec, config, padded_vocab, vocab, saved)
+    if verify == "sha256":
+        _check_sha256(path, manifest, _files_read(manifest, metadata.storage_data or {}))
+    return _Source(path, manifest, spec, config, padded_vocab, vocab, metadata.state_dict_metadata)
 
 
 def _plan_reads(src: _Source, tensors: dict[str, torch.Tensor]) -> tuple[dict, list, list]:
@@ -184,7 +217,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     devices: str | Sequence[str | torch.device] | None = None,
-    verify: str = "size",
+    verify: str = "sha256",
 ) -> LoadedModel:
     """Load a checkpoint's model for inference, in eval mode with frozen parameters.
 
@@ -193,7 +226,10 @@ def load_model(
     model larger than one (``["cuda:0", "cuda:1"]``, or ``"auto"`` for every visible GPU): its
     layers are split evenly over them in order (see ``placement``); give tokens on any device,
     the logits come back on the same. ``dtype``: of the parameters (the checkpoint's are cast).
-    ``verify``: how read_checkpoint checks the files (``"none"``, ``"size"``, ``"sha256"``).
+    ``verify``: ``"sha256"`` (the default) checks that every file it reads (``dcp/.metadata`` first,
+    the ``dcp/`` files holding the weights, ``tokenizer/``) matches the sha256 in the manifest, and
+    that every other listed file has its size; ``"size"`` checks sizes only (storage you trust, or
+    no time to read the optimizer's bytes twice); ``"none"`` reads the manifest alone.
 
     Raises ``ArtifactError`` (one line, naming what is missing or unknown and how to produce a
     checkpoint) for a directory that is not a complete checkpoint, an unknown family, or a
@@ -214,12 +250,12 @@ def load_state_dict_only(
     *,
     dtype: torch.dtype | None = None,
     unpad: bool = True,
-    verify: str = "size",
+    verify: str = "sha256",
 ) -> tuple[dict[str, torch.Tensor], Manifest]:
     """The model's weights as CPU tensors under the whole model's names, and the manifest (for converters).
 
     ``dtype``: cast to it (default: as saved). ``unpad``: drop the padded vocabulary rows (as
-    ``load_model`` does); ``False`` keeps the embedding as training stored it.
+    ``load_model`` does); ``False`` keeps the embedding as training stored it. ``verify``: as ``load_model``'s.
     """
     src = _open(checkpoint, verify)
     config = src.config if unpad else dataclasses.replace(src.config, vocab_size=src.padded_vocab_size)
