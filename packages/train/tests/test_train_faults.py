@@ -1,4 +1,5 @@
-"""Faults during real training runs: kill -9 mid-run, kill during a checkpoint write, then resume.
+"""Faults during real training runs: kill -9 mid-run (its stale lock taken over), kill during a checkpoint write,
+then resume.
 
 Each run is a real ``python -m bignlp_train pretrain`` subprocess (tiny model, fp32, one process,
 a checkpoint every 2 steps). To kill at an exact step, the subprocess is started through a small
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from train_helpers import tiny_overrides
 
-from bignlp_contracts import MANIFEST_NAME, latest_checkpoint, read_checkpoint
+from bignlp_contracts import MANIFEST_NAME, latest_checkpoint, read_checkpoint, read_lock_holder
 
 MAX_STEPS = 12
 # Dropout on: the resumed run must also restore the RNG. sched.max_steps fixed: a shorter first run
@@ -34,17 +35,20 @@ FAULTS = ("trainer.max_steps=12", "model.optim.sched.max_steps=12", "trainer.val
 # Runs the CLI exactly as ``python -m bignlp_train`` would, with one fault injected at a step:
 #   hang-after-log  the step's metrics are written, then the process blocks (the test kill -9s it);
 #   kill-in-save    the step's DCP shards are on disk, the manifest is not: the process kill -9s itself;
-#   kill-before-pointer  the step's directory is complete and renamed into place, `latest` not yet moved.
+#   kill-before-pointer  the step's directory is complete and renamed into place, `latest` not yet moved;
+#   wait-after-log  the step's metrics are written, then the process waits until the file FAULT_RELEASE exists.
 HOOK = """
 import os, runpy, signal, sys, time
 mode, at = os.environ["FAULT_MODE"], int(os.environ["FAULT_STEP"])
-if mode == "hang-after-log":
+if mode in ("hang-after-log", "wait-after-log"):
     from bignlp_train import progress
     original = progress.Progress.train_step
     def train_step(self, step, **kw):
         original(self, step, **kw)
-        if step == at:
+        if step == at and mode == "hang-after-log":
             time.sleep(600)
+        while step == at and mode == "wait-after-log" and not os.path.exists(os.environ["FAULT_RELEASE"]):
+            time.sleep(0.05)
     progress.Progress.train_step = train_step
 elif mode == "kill-in-save":
     import torch.distributed.checkpoint as dcp
@@ -80,9 +84,10 @@ def pretrain(dataset, run_dir: Path, *extra: str) -> subprocess.CompletedProcess
     return out
 
 
-def start_with_fault(dataset, run_dir: Path, mode: str, step: int, *extra: str) -> subprocess.Popen:
-    """Start the same command through ``HOOK``, in its own process group."""
-    env = {**os.environ, "FAULT_MODE": mode, "FAULT_STEP": str(step)}
+def start_with_fault(dataset, run_dir: Path, mode: str, step: int, *extra: str,
+                     env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start the same command through ``HOOK``, in its own process group (``env``: more variables)."""
+    env = {**os.environ, "FAULT_MODE": mode, "FAULT_STEP": str(step), **(env or {})}
     return subprocess.Popen([sys.executable, "-c", HOOK, *command(dataset, run_dir, *extra)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -108,12 +113,17 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory) -> dict[int, dict]:
-    """The uninterrupted 12-step run."""
+def uninterrupted_run(dataset, tmp_path_factory) -> dict[int, dict]:
+    """The train records of the uninterrupted 12-step run (the reference every fault test compares with)."""
     run_dir = tmp_path_factory.mktemp("straight")
     pretrain(dataset, run_dir)
     return train_records(run_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory) -> dict[int, dict]:
+    """The uninterrupted 12-step run."""
+    return uninterrupted_run(dataset, tmp_path_factory)
 
 
 def assert_steps_equal(got: dict[int, dict], want: dict[int, dict], steps) -> None:
@@ -137,9 +147,13 @@ def test_kill_9_at_step_6_then_resume_matches_the_uninterrupted_run(dataset, tmp
     # step 6 was logged but its checkpoint never written: the last complete one is step 4
     assert latest_checkpoint(tmp_path).name == "step-00000004"
     assert max(train_records(tmp_path)) == 6
+    stale = read_lock_holder(tmp_path)  # the dead run's lock record stays; its flock went with it
+    assert stale is not None and stale.pid == proc.pid and stale.command == "bignlp-train pretrain"
 
     out = pretrain(dataset, tmp_path)  # the same command: exp_manager.resume_if_exists=true
+    assert f"{tmp_path}: taking over the lock of {stale.describe()}, which ended without releasing it" in out.stdout
     assert "resumed from" in out.stdout and "(step 4, 16 samples consumed)" in out.stdout
+    assert read_lock_holder(tmp_path) is None  # released at the end
     got = train_records(tmp_path)
     assert sorted(got) == list(range(1, MAX_STEPS + 1))  # the killed run's steps 5-6 were replaced, not doubled
     assert_steps_equal(got, reference, range(1, MAX_STEPS + 1))

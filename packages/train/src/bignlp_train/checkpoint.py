@@ -40,6 +40,7 @@ from bignlp_contracts import (
     Producer,
     atomic_directory,
     checkpoint_dir_name,
+    checkpoint_problem,
     checkpoint_vocab_size,
     latest_checkpoint,
     read_checkpoint,
@@ -309,7 +310,9 @@ def prune_checkpoints(run_dir: Path, params: CheckpointCallbackParams) -> list[P
     """Keep the ``save_top_k`` best by ``monitor`` plus the latest; delete the rest. Returns what went.
 
     Scores are read back from the manifests, so pruning survives restarts. The
-    checkpoint ``latest`` points at is never deleted.
+    checkpoint ``latest`` points at is never deleted, nor, when that one fails the cheap
+    checks (``checkpoint_problem``: manifest, files, sizes), the newest one that passes them:
+    pruning never deletes the only intact checkpoint.
     """
     if params.save_top_k < 0:
         return []
@@ -320,15 +323,13 @@ def prune_checkpoints(run_dir: Path, params: CheckpointCallbackParams) -> list[P
     for ckpt in sorted(root.glob("step-*")):
         if not (ckpt / MANIFEST_NAME).is_file() or ckpt == latest:
             continue
-        score = read_checkpoint(ckpt, verify="none")[1].summary.get(params.monitor)
+        score = _score(ckpt, params.monitor)
         if score is None:
             others.append(ckpt)
         else:
             scored.append((float(score), ckpt))
     scored.sort(key=lambda item: item[0], reverse=params.mode == "max")
-    latest_score = None
-    if latest is not None:
-        latest_score = read_checkpoint(latest, verify="none")[1].summary.get(params.monitor)
+    latest_score = None if latest is None else _score(latest, params.monitor)
     # The latest counts towards top-k when it is itself among the best.
     slots = params.save_top_k
     if latest_score is not None and slots > 0:
@@ -336,6 +337,18 @@ def prune_checkpoints(run_dir: Path, params: CheckpointCallbackParams) -> list[P
         if len(better) < slots:
             slots -= 1
     doomed = [p for _, p in scored[slots:]] + others
+    if latest is None or checkpoint_problem(latest) is not None:
+        # ``latest`` is damaged: the newest intact one stays, whatever its score (the resume's fall-back)
+        intact = next((p for p in sorted(doomed, reverse=True) if checkpoint_problem(p) is None), None)
+        doomed = [p for p in doomed if p != intact]
     for ckpt in doomed:
         shutil.rmtree(ckpt, ignore_errors=True)
     return doomed
+
+
+def _score(ckpt: Path, monitor: str) -> float | None:
+    """The checkpoint's ``monitor`` value from its manifest; None without one (or with an unreadable manifest)."""
+    try:
+        return read_checkpoint(ckpt, verify="none")[1].summary.get(monitor)
+    except ArtifactError:
+        return None

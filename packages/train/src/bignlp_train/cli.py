@@ -48,7 +48,8 @@ def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, override
     Writes RUN_DIR/config.yaml, RUN_DIR/metrics.jsonl and model-checkpoint
     artifacts under RUN_DIR/checkpoints/ (RUN_DIR = exp_manager.explicit_log_dir,
     else exp_manager.exp_dir/exp_manager.name). Under torchrun or srun each
-    process joins the job from its environment.
+    process joins the job from its environment. One run at a time per run
+    directory: a second one exits 2 naming the first (RUN_DIR/run.lock).
 
     Example:
 
@@ -66,6 +67,11 @@ def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, override
 
         if nproc_per_node > 1:
             plan_run(cfg, nproc_per_node)  # one error line here rather than one per worker
+            from bignlp_contracts import probe_run_lock
+
+            from .rundir import BUSY_HINT
+
+            probe_run_lock(cfg.exp_manager.run_dir(), hint=BUSY_HINT)  # a busy run dir: no worker starts
             from .launch import launch_local
 
             argv = [sys.executable, "-m", "bignlp_train", "pretrain", "--config", config_name, *overrides]

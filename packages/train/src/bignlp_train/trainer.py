@@ -6,7 +6,9 @@ task; ``PretrainTask`` supplies Megatron datasets, the next-token loss and the v
 
 Multi-process: every rank runs ``pretrain``; the layout comes from the process
 environment (torchrun, srun or ``--nproc-per-node``) and the config's parallel sizes.
-Rank 0 alone prints, writes metrics.jsonl and manifests.
+Rank 0 alone prints, writes metrics.jsonl and manifests, and holds the run directory's
+lock, taken before anything is written (rundir.py, which also picks a verified checkpoint
+to resume from).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from bignlp_contracts import (
     ArtifactError,
     ConfigError,
     checkpoint_family,
+    checkpoint_problem,
     checkpoint_vocab_size,
     discover_run_env,
     input_record,
     latest_checkpoint,
     read_checkpoint,
     remove_abandoned_checkpoint_writes,
+    resume_candidates,
     save_config,
 )
 from bignlp_models import FamilySpec, get_family, lm_loss, num_parameters
@@ -57,6 +61,7 @@ from .parallelize import build_model_parts, loss_context, tied_stages
 from .pipeline import Pipeline
 from .progress import Progress
 from .recompute import Recompute
+from .rundir import choose_resume_checkpoint, hold_run_dir
 from .runtime import (
     check_precision,
     device_name,
@@ -116,23 +121,39 @@ def recompute_of(cfg: TrainConfig) -> Recompute:
 
 
 def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from, following ``exp_manager.resume_*``."""
+    """The checkpoint to continue from, following ``exp_manager.resume_*``; reads, never writes.
+
+    The newest candidate (``latest``, then older ones) that passes the cheap checks (a manifest,
+    every file present with its size). ``pretrain`` then verifies contents, under the run's
+    lock, and moves damaged ones aside (``rundir.choose_resume_checkpoint``).
+    """
     em = cfg.exp_manager
-    latest = latest_checkpoint(run_dir)
     if not em.resume_if_exists:
-        if latest is not None:
+        if latest_checkpoint(run_dir) is not None:
             raise ConfigError(
                 f"run directory {run_dir} already holds checkpoints and exp_manager.resume_if_exists=false",
                 hint="set exp_manager.resume_if_exists=true to continue it, or choose another "
                 "exp_manager.explicit_log_dir / exp_manager.name",
             )
         return None
-    if latest is None and not em.resume_ignore_no_checkpoint:
-        raise ArtifactError(
-            f"{run_dir}: no checkpoint to resume from (exp_manager.resume_ignore_no_checkpoint=false)",
-            hint="set exp_manager.resume_ignore_no_checkpoint=true to start fresh",
-        )
-    return latest
+    candidates = resume_candidates(run_dir)
+    if not candidates:
+        if not em.resume_ignore_no_checkpoint:
+            raise ArtifactError(
+                f"{run_dir}: no checkpoint to resume from (exp_manager.resume_ignore_no_checkpoint=false)",
+                hint="set exp_manager.resume_ignore_no_checkpoint=true to start fresh",
+            )
+        return None
+    tried = []
+    for candidate in candidates:
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            return candidate
+        tried.append(f"{candidate.name}: {problem}")
+    raise ArtifactError(
+        f"{run_dir / 'checkpoints'}: no intact checkpoint to resume from (tried {'; '.join(tried)})",
+        hint="restore a good copy, or move the damaged ones away to start afresh",
+    )
 
 
 def check_resume_compatible(path: Path, arch: Any, entries: list[BlendEntry], tokenizer: TokenizerInfo,
@@ -328,24 +349,42 @@ def pretrain(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     started = time.monotonic()
     env = discover_run_env()
     plan = plan_run(cfg, env.world_size)
-    if env.rank == 0:
-        for leftover in remove_abandoned_checkpoint_writes(plan.run_dir):
-            log(f"removed {leftover.name}: an unfinished checkpoint write of a killed run")
     device = pick_device(cfg.trainer, env.local_rank)
     apply_numa_mapping(cfg.numa_mapping, local_rank=env.local_rank, local_world_size=env.local_world_size,
                        gpu=device.type == "cuda")  # pin before any heavy work; each rank says so on stderr
     check_precision(device, cfg.trainer.precision_name)
     mesh = init_distributed(env, device, cfg.model.tensor_model_parallel_size, cfg.model.pipeline_model_parallel_size,
                             one_process_mesh=cfg.trainer.precision_name == "bf16")
+    rank0_log = log if env.rank == 0 else lambda _line: None
+    lock = None
     try:
+        # Nothing is written into the run directory before its lock is ours (every rank learns the outcome).
+        lock = hold_run_dir(plan.run_dir, rank=env.rank, log=rank0_log)
+        if env.rank == 0:
+            for leftover in remove_abandoned_checkpoint_writes(plan.run_dir):
+                log(f"removed {leftover.name}: an unfinished checkpoint write of a killed run")
+        if plan.resume_from is not None:
+            plan = _verified_resume(cfg, plan, rank=env.rank, world_size=env.world_size, log=rank0_log)
         dp = DataParallel()
         if mesh is not None and mesh["dp"].size() > 1:
             dp = DataParallel(mesh["dp"].get_local_rank(), mesh["dp"].size(), mesh["dp"].get_group())
-        result = _train(cfg, plan, device=device, mesh=mesh, dp=dp, rank=env.rank, started=started,
-                        log=log if env.rank == 0 else lambda _line: None)
+        result = _train(cfg, plan, device=device, mesh=mesh, dp=dp, rank=env.rank, started=started, log=rank0_log)
         return dataclasses.replace(result, rank=env.rank, world_size=env.world_size)
     finally:
+        if lock is not None:
+            lock.release()
         shutdown_distributed()
+
+
+def _verified_resume(cfg: TrainConfig, plan: RunPlan, *, rank: int, world_size: int,
+                     log: Callable[[str], None]) -> RunPlan:
+    """``plan`` resuming from the newest checkpoint that passes verification (damaged ones moved aside)."""
+    chosen = choose_resume_checkpoint(plan.run_dir, verify=cfg.exp_manager.verify_checkpoints, rank=rank,
+                                      world_size=world_size, log=log)
+    if chosen != plan.resume_from:
+        check_resume_compatible(chosen, plan.arch, plan.entries, plan.tokenizer, plan.vocab_size,
+                                expected_family=cfg.model.family)
+    return dataclasses.replace(plan, resume_from=chosen)
 
 
 def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: DataParallel, rank: int,

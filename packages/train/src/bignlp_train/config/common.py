@@ -130,6 +130,9 @@ class ExpManagerConfig:
     resume_ignore_no_checkpoint: bool = True
     create_checkpoint_callback: bool = True
     checkpoint_callback_params: CheckpointCallbackParams = field(default_factory=CheckpointCallbackParams)
+    # Resume only from a checkpoint whose files match the sha256 its manifest records (the ranks hash
+    # their shares in parallel); false checks presence and sizes only, for storage you trust.
+    verify_checkpoints: bool = True
     # Scalars (reduced_train_loss, val_loss, lr, ...) as TensorBoard events in the run dir; the seed's
     # default is true, here false because tensorboard is an optional extra (bignlp-train[tensorboard]).
     create_tensorboard_logger: bool = False
