@@ -57,6 +57,7 @@ bench: setup ## throughput benchmarks, printed as ratios against baselines measu
 	$(BIN)/python -m pip install -q -e "packages/train[bench]"
 	$(BIN)/python tests/bench/bench_train.py
 	$(BIN)/python tests/bench/bench_generate.py
+	$(BIN)/python tests/bench/bench_checkpoint_verify.py
 
 dist: setup ## one wheel per package into dist/
 	@rm -rf dist
