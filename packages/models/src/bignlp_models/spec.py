@@ -54,6 +54,8 @@ class FamilySpec:
     count_parameters: Callable[[object], int]
     # (cfg, sequence lengths: encoder[, decoder]) → model FLOPs per trained token
     flops_per_token: Callable[..., float]
+    # (cfg, seq_length=, micro_batch_size=, tensor_parallel_size=, sequence_parallel=, recompute=[, stack=,
+    # seq_length_dec=]) → bytes one layer keeps for backward (16-bit activations), per TP rank
     activation_bytes_per_layer: Callable[..., float] | None
     # how generate runs the model (decoding.py): (model, decoder_start_token_id=...) → a Decoding
     decoding: type[Decoding] = DecoderOnly
@@ -95,7 +97,7 @@ T5_SPEC = FamilySpec(
     selective_recompute_modules=("self_attention.core_attention", "cross_attention.core_attention"),
     count_parameters=t5.count_parameters,
     flops_per_token=t5.flops_per_token,
-    activation_bytes_per_layer=None,
+    activation_bytes_per_layer=t5.activation_bytes_per_layer,
     decoding=EncoderDecoder,
 )
 

@@ -467,7 +467,8 @@ def count_parameters(cfg: T5Config) -> int:
 
 
 def flops_per_token(cfg: T5Config, seq_length: int, seq_length_dec: int | None = None) -> float:
-    """Model FLOPs per *encoder* token, forward + backward (6 per weight and token, 12·a·s per attention).
+    """Model FLOPs per *encoder* token, forward + backward (6 per weight and token, 12·a per query-key pair of
+    an attention's QKᵀ and scores·V, a = heads × kv_channels).
 
     Per sample: the encoder's matmuls over s_enc tokens, the decoder's over s_dec tokens (cross-attention's
     key/value projection over s_enc), attention's QKᵀ and scores·V over the full squares (s_enc² encoder,
@@ -485,6 +486,62 @@ def flops_per_token(cfg: T5Config, seq_length: int, seq_length_dec: int | None =
     matmuls = s_e * (enc_weights + dec_cross_kv_per_enc_token) + s_d * (dec_weights_per_dec_token + cfg.vocab_size * h)
     attention = 12 * a * (le * s_e * s_e + ld * (s_d * s_d + s_d * s_e))
     return (6.0 * matmuls + attention) / s_e
+
+
+def activation_bytes_per_layer(cfg: T5Config, *, seq_length: int, micro_batch_size: int,
+                               tensor_parallel_size: int = 1, sequence_parallel: bool = False,
+                               recompute: str | None = None, stack: str = "encoder",
+                               seq_length_dec: int | None = None) -> float:
+    """Bytes one ``stack`` ("encoder" or "decoder") layer keeps for backward with 16-bit activations.
+
+    Korthikanti et al. 2022 (Table 2) term by term for T5's layers, per tensor-parallel rank, with
+    1-byte dropout masks. ``seq_length`` is the encoder's s_e, ``seq_length_dec`` the decoder's s_d
+    (default s_e); p = heads × kv_channels, f = the stack's ffn width, a = heads. A block is
+    norm → column-parallel linear(s) → ... → row-parallel linear → dropout → residual add:
+
+    - every block: its norm's input 2sbh, the column-parallel linear's input (the norm's output)
+      2sbh, the dropout mask sbh: 5sbh, replicated over the TP ranks unless SP splits it;
+    - self-attention over its own s tokens: Q, K, V 6sbp, the context (linear_proj's input) 2sbp,
+      softmax output, dropout mask and dropped probabilities 5·a·s²·b;
+    - cross-attention (decoder): Q and context 4·s_d·b·p, K and V of the s_e encoder tokens
+      4·s_e·b·p, scores 5·a·s_d·s_e·b;
+    - MLP: gated (geglu, swiglu) fc1's output, fc1_2's output, the activation and the product
+      8sbf; gelu: fc1's output and the activation 4sbf.
+
+    The decoder's cross-attention reads the encoder output, one (b, s_e, h) tensor that every
+    decoder layer's ``linear_kv`` keeps a reference to: it is counted once per decoder stack (per
+    decoder pipeline stage), not here: 2·s_e·b·h more (/t under SP). So are the padding and causal
+    masks a recomputed layer is given (a few bytes per token, b·s_d² for the decoder's causal one).
+
+    ``recompute``: None; "selective" (the attention cores recomputed: no a·s² terms); "full"
+    (only the layer's input, 2sbh, /t under SP). Exact, up to the norms' per-token statistics, for
+    the launcher's defaults (measured: tests/bench/bench_train_t5.py) and for no bias, gelu or
+    swiglu; ``relative`` position bias adds a 1-byte mask of b·s_d² per decoder layer (b·s_e per
+    encoder layer) without recompute (the trainer's padding masks given), whole on every rank.
+    ``rmsnorm`` is counted as a fused kernel keeping its 16-bit input; torch's CPU RMSNorm is
+    composite and keeps two fp32 copies instead (6sbh more per norm, measured).
+    """
+    if stack not in ("encoder", "decoder"):
+        raise ValueError(f"stack must be 'encoder' or 'decoder', got {stack!r}")
+    s_e, s_d = seq_length, seq_length_dec or seq_length
+    decoder = stack == "decoder"
+    s = s_d if decoder else s_e  # the layer's own tokens
+    b, h, a, t = micro_batch_size, cfg.hidden_size, cfg.num_attention_heads, tensor_parallel_size
+    p, f = a * cfg.kv_channels, getattr(cfg, f"{stack}_ffn_hidden_size")
+    if recompute == "full":
+        return 2 * s * b * h / (t if sequence_parallel else 1)
+    blocks = 3 if decoder else 2
+    replicated = 5 * blocks * s * b * h  # per block: norm input, column-parallel linear input, dropout mask
+    split = 8 * s * b * p + (8 if cfg.activation != "gelu" else 4) * s * b * f
+    if decoder:
+        split += 4 * s_d * b * p + 4 * s_e * b * p
+    # relative: additive_mask's masked_fill keeps its bool mask, whole on every rank
+    whole = b * s * (s if decoder else 1) if cfg.relative and recompute is None else 0
+    if recompute != "selective":
+        split += 5 * a * b * s * s + (5 * a * b * s_d * s_e if decoder else 0)
+    if sequence_parallel or t == 1:
+        return (replicated + split) / t + whole
+    return replicated + split / t + whole
 
 
 def tensor_parallel_plan(part: T5) -> dict[str, str]:
