@@ -8,7 +8,6 @@ Tiny model, fp32, dropout 0, fixed seed, synthetic WordPiece dataset with 100 se
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_train_parallel import assert_same_curve, curve  # the same curve comparison as GPT's (1e-5 relative)
 from train_helpers import t5_tiny_overrides
 
 from bignlp_contracts import latest_checkpoint, read_checkpoint
@@ -26,7 +26,6 @@ from bignlp_train.cli import main
 from bignlp_train.config import load_train_config
 from bignlp_train.trainer import pretrain as pretrain_lib
 
-RTOL = 1e-5
 # GBS 8 / MBS 2: 4 micro-batches a step (2 per rank at DP=2); learned absolute positions by default.
 CURVE = ("trainer.max_steps=10", "trainer.val_check_interval=5", "trainer.limit_val_batches=1",
          "trainer.limit_test_batches=0", "model.global_batch_size=8", "model.hidden_dropout=0",
@@ -44,17 +43,6 @@ def pretrain(dataset, run_dir: Path, *extra: str, nproc: int = 1, check: bool = 
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
-
-
-def curve(run_dir: Path) -> dict[int, tuple[float, float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: (r["loss"], r["grad_norm"]) for r in rows if r["event"] == "train"}
-
-
-def assert_same_curve(got: dict, want: dict, steps) -> None:
-    for step in steps:
-        for g, w in zip(got[step], want[step]):
-            assert g == pytest.approx(w, rel=RTOL), (step, got[step], want[step])
 
 
 @pytest.fixture(scope="module")
