@@ -56,6 +56,7 @@ bench: setup ## throughput benchmarks, printed as ratios against baselines measu
 	$(BIN)/python tests/bench/bench_dataprep.py
 	$(BIN)/python -m pip install -q -e "packages/train[bench]"
 	$(BIN)/python tests/bench/bench_train.py
+	$(BIN)/python tests/bench/bench_train_t5.py
 	$(BIN)/python tests/bench/bench_generate.py
 	$(BIN)/python tests/bench/bench_checkpoint_verify.py
 

@@ -16,11 +16,15 @@
    Target: equal.
 
     python tests/bench/bench_train.py [--only speed|memory|flops] [--threads 2] [--steps 8]
+
+``bench_train_t5.py`` measures the same for T5 through the helpers here (``compare_steps``,
+``measure_layer``, ``run_memory_cases``, ``print_layer_case``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -97,19 +102,27 @@ def bench_speed(args) -> None:
     print(f"== speed: training step, fp32, {torch.get_num_threads()} threads, batch {BATCH} x {seq} tokens, "
           f"{cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, vocab "
           f"{cfg.vocab_size}, dropout {cfg.hidden_dropout}; parameters ours {n_ours:,} / HF {n_hf:,}")
+    compare_steps(step_ours, step_hf, tokens=BATCH * seq, args=args, names=("bignlp-train GPT", "HF GPT2LMHeadModel"))
+
+
+def compare_steps(step_ours: Callable[[], None], step_hf: Callable[[], None], *, tokens: int, args,
+                  names: tuple[str, str]) -> None:
+    """Warm both up, time ``args.steps`` alternating steps of each, print tokens/s medians and their ratio.
+
+    Alternating, so both see the same machine load; ``tokens``: what one step trains on.
+    """
     for _ in range(args.warmup):
         step_ours()
         step_hf()
     times: dict[str, list[float]] = {"ours": [], "hf": []}
-    for _ in range(args.steps):  # alternate, so both see the same machine load
+    for _ in range(args.steps):
         for name, step in (("ours", step_ours), ("hf", step_hf)):
             t0 = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
-    tok = BATCH * seq
-    ours_tps, hf_tps = tok / statistics.median(times["ours"]), tok / statistics.median(times["hf"])
-    ours_best, hf_best = tok / min(times["ours"]), tok / min(times["hf"])
-    print(f"HF GPT2LMHeadModel {hf_tps:8.0f} tok/s | bignlp-train GPT {ours_tps:8.0f} tok/s | "
+    ours_tps, hf_tps = tokens / statistics.median(times["ours"]), tokens / statistics.median(times["hf"])
+    ours_best, hf_best = tokens / min(times["ours"]), tokens / min(times["hf"])
+    print(f"{names[1]} {hf_tps:8.0f} tok/s | {names[0]} {ours_tps:8.0f} tok/s | "
           f"ratio {ours_tps / hf_tps:.2f} (target >= 1.00)  [median of {args.steps} alternating steps after "
           f"{args.warmup} warm-up]")
     spread = max(times["ours"] + times["hf"]) / min(times["ours"] + times["hf"])
@@ -130,14 +143,18 @@ def _weight_storages(module: torch.nn.Module) -> set[int]:
     return {_local(p).untyped_storage().data_ptr() for p in module.parameters()}
 
 
-def measure_layer(model, tokens: torch.Tensor, *, layer_index: int = 1) -> tuple[int, list[dict]]:
-    """Bytes one layer keeps for backward: unique storages saved by autograd or held by a checkpoint.
+def measure_layer(layer: torch.nn.Module, forward: Callable[[], object]) -> tuple[int, list[dict]]:
+    """Bytes ``layer`` keeps for backward while ``forward()`` runs the model: unique storages saved by
+    autograd or held by a checkpoint.
 
     Returns (total bytes, one record per storage). Weights are not activations: the parameters as
     the layer's forward sees them (FSDP's gathered bf16 copies, read when the layer starts) and any
-    transpose or view of them are left out.
+    transpose or view of them are left out. The layer's inputs after the first (an encoder output a
+    decoder layer attends to, attention masks) are one tensor for the whole stack: recorded as
+    "per-stack input" and left out of the total (the first input, the residual stream, is the layer's).
     """
     weights: set[int] = set()
+    per_stack: set[int] = set()
     recording = [False]
     kept: dict[int, dict] = {}
 
@@ -148,7 +165,8 @@ def measure_layer(model, tokens: torch.Tensor, *, layer_index: int = 1) -> tuple
             return
         producer = type(t.grad_fn).__name__ if t.grad_fn is not None else "-"
         kept[storage.data_ptr()] = dict(bytes=storage.nbytes(), shape=tuple(local.shape), dtype=str(local.dtype)[6:],
-                                        producer=producer, how=how)
+                                        producer=producer,
+                                        how="per-stack input" if storage.data_ptr() in per_stack else how)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         if recording[0]:
@@ -159,29 +177,102 @@ def measure_layer(model, tokens: torch.Tensor, *, layer_index: int = 1) -> tuple
 
     def checkpoint(fn, *args, **kwargs):  # a non-reentrant checkpoint keeps its inputs alive, nothing else
         if recording[0]:
-            for a in args:
+            for a in [*args, *kwargs.values()]:
                 if isinstance(a, torch.Tensor):
                     note(a, "checkpoint input")
         return original(fn, *args, **kwargs)
 
-    def start(module, _args) -> None:  # FSDP's pre-forward hook (registered first) has gathered the weights
+    def start(module, args, kwargs) -> None:  # FSDP's pre-forward hook (registered first) has gathered the weights
         weights.update(_weight_storages(module))
+        per_stack.update(_local(a).untyped_storage().data_ptr() for a in [*args[1:], *kwargs.values()]
+                         if isinstance(a, torch.Tensor))
         recording[0] = True
 
-    layer = model.layers[str(layer_index)]
-    hooks = [layer.register_forward_pre_hook(start),
+    hooks = [layer.register_forward_pre_hook(start, with_kwargs=True),
              layer.register_forward_hook(lambda *_: recording.__setitem__(0, False))]
     torch.utils.checkpoint.checkpoint = checkpoint
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(tokens)
+            out = forward()
     finally:
         torch.utils.checkpoint.checkpoint = original
         for h in hooks:
             h.remove()
     del out
     records = sorted(kept.values(), key=lambda r: -r["bytes"])
-    return sum(r["bytes"] for r in records), records
+    return sum(r["bytes"] for r in records if r["how"] != "per-stack input"), records
+
+
+def check_checkpoint_seen(case: str, records: list[dict]) -> None:
+    """Exit when a recompute case kept no checkpoint input: the bench would count the wrong thing."""
+    if case != "none" and not any(r["how"] == "checkpoint input" for r in records):
+        sys.exit(f"recompute {case}: no checkpoint was seen (does parallelize.py still call "
+                 "torch.utils.checkpoint.checkpoint?); this bench cannot count what it keeps")
+
+
+def init_one_process() -> None:
+    """One process as the trainer runs it: a ("pp", "dp", "tp") mesh of one rank each."""
+    from bignlp_contracts import RunEnv
+    from bignlp_train.runtime import init_distributed
+
+    init_distributed(RunEnv(), torch.device("cpu"), 1, one_process_mesh=True)
+
+
+def memory_worker(out_dir: str, cases: Callable[[int, bool], list[dict]]) -> None:
+    """One rank of a TP=2 memory measurement (started by ``run_memory_cases``): ``cases`` without, then with SP."""
+    from bignlp_contracts import discover_run_env
+    from bignlp_train.runtime import init_distributed, shutdown_distributed
+
+    env = discover_run_env()
+    torch.set_num_threads(1)
+    init_distributed(env, torch.device("cpu"), 2)
+    try:
+        results = cases(2, False) + cases(2, True)
+    finally:
+        shutdown_distributed()
+    Path(out_dir, f"rank{env.rank}.json").write_text(json.dumps(results))
+
+
+def run_memory_cases(cases: Callable[[int, bool], list[dict]], script: str) -> list[dict]:
+    """``cases(tp, sp)`` on one process, then at TP=2 without and with SP over 2 gloo processes running
+    ``script --memory-worker DIR`` (which calls ``memory_worker``); rank 0's results, noting where ranks differ."""
+    from bignlp_train.launch import launch_local
+    from bignlp_train.runtime import shutdown_distributed
+
+    init_one_process()
+    try:
+        results = cases(1, False)
+    finally:
+        shutdown_distributed()
+    with tempfile.TemporaryDirectory(prefix="bignlp-bench-") as tmp:
+        code = launch_local([sys.executable, script, "--memory-worker", tmp], 2)
+        if code != 0:
+            sys.exit(f"the TP=2 memory workers failed with exit code {code}")
+        ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(2)]
+    for r0, r1 in zip(*ranks):
+        if r0["bytes"] != r1["bytes"]:
+            print(f"  note: ranks differ for {r0['case']} tp={r0['tp']} sp={r0['sp']}: {r0['bytes']} vs {r1['bytes']}")
+        results.append(r0)
+    return results
+
+
+def layout_name(tp: int, sp: bool) -> str:
+    return "1 process" if tp == 1 else f"TP={tp}{'+SP' if sp else ''} (per rank)"
+
+
+def print_layer_case(label: str, measured: int, want: float, unit: int, *, verbose: bool,
+                     records: list[dict]) -> bool:
+    """One case's line (MiB and units of ``unit`` elements, "sbh"), its tensors when it misses or ``verbose``;
+    True when on target (within 10%)."""
+    ratio = measured / want
+    ok = abs(ratio - 1) <= 0.10
+    print(f"{label} measured {measured / 2**20:7.2f} MiB ({measured / unit:6.2f} sbh) | formula {want / 2**20:7.2f} "
+          f"MiB ({want / unit:6.2f} sbh) | ratio {ratio:.2f} {'ok' if ok else 'MISS'} (target 0.90-1.10)")
+    if not ok or verbose:
+        for rec in records:
+            print(f"    {rec['bytes'] / unit:6.2f} sbh  {str(list(rec['shape'])):18s} {rec['dtype']:9s} "
+                  f"{rec['how']:16s} from {rec['producer']}")
+    return ok
 
 
 def memory_cfg() -> GPTConfig:
@@ -205,10 +296,8 @@ def memory_cases(tp: int, sp: bool) -> list[dict]:
                                   recompute=RECOMPUTE[case], param_dtype=torch.bfloat16)[0]
         model.train()
         tokens = torch.randint(0, cfg.vocab_size, (BATCH, cfg.max_position_embeddings))
-        total, records = measure_layer(model, tokens)
-        if case != "none" and not any(r["how"] == "checkpoint input" for r in records):
-            sys.exit(f"recompute {case}: no checkpoint was seen (does parallelize.py still call "
-                     "torch.utils.checkpoint.checkpoint?); this bench cannot count what it keeps")
+        total, records = measure_layer(model.layers["1"], functools.partial(model, tokens))
+        check_checkpoint_seen(case, records)
         results.append(dict(case=case, tp=tp, sp=sp, bytes=total, records=records))
     # The logits this rank materialises: vocabulary-parallel under TP, so 1/t of b·s·V.
     with torch.no_grad():
@@ -218,52 +307,20 @@ def memory_cases(tp: int, sp: bool) -> list[dict]:
     return results
 
 
-def memory_worker(out_dir: str) -> None:
-    """One rank of the TP=2 memory measurement (started by launch_local)."""
-    from bignlp_contracts import discover_run_env
-    from bignlp_train.runtime import init_distributed, shutdown_distributed
-
-    env = discover_run_env()
-    torch.set_num_threads(1)
-    init_distributed(env, torch.device("cpu"), 2)
-    try:
-        results = memory_cases(2, False) + memory_cases(2, True)
-    finally:
-        shutdown_distributed()
-    Path(out_dir, f"rank{env.rank}.json").write_text(json.dumps(results))
-
-
 def bench_memory(args) -> None:
-    from bignlp_contracts import RunEnv
-    from bignlp_train.launch import launch_local
-    from bignlp_train.runtime import init_distributed, shutdown_distributed
-
     cfg = memory_cfg()
     s, b, h, a = cfg.max_position_embeddings, BATCH, cfg.hidden_size, cfg.num_attention_heads
     print(f"== memory: bytes saved for backward by one transformer layer, trainer.precision=bf16 (FSDP2 bf16 "
           f"compute, no autocast), dropout {cfg.hidden_dropout}/{cfg.attention_dropout}; s={s} b={b} h={h} a={a} "
           f"(sbh = {s * b * h:,} elements)")
-    init_distributed(RunEnv(), torch.device("cpu"), 1, one_process_mesh=True)
-    try:
-        results = memory_cases(1, False)
-    finally:
-        shutdown_distributed()
-    with tempfile.TemporaryDirectory(prefix="bignlp-bench-") as tmp:
-        code = launch_local([sys.executable, __file__, "--memory-worker", tmp], 2)
-        if code != 0:
-            sys.exit(f"the TP=2 memory workers failed with exit code {code}")
-        ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(2)]
-    for r0, r1 in zip(*ranks):
-        if r0["bytes"] != r1["bytes"]:
-            print(f"  note: ranks differ for {r0['case']} tp={r0['tp']} sp={r0['sp']}: {r0['bytes']} vs {r1['bytes']}")
-        results.append(r0)
+    results = run_memory_cases(memory_cases, __file__)
     sbh = s * b * h
     missed = []
     logit_rows = [r for r in results if r["case"] == "logits"]
     for r in logit_rows:
         t = r["tp"]
         want = b * s * cfg.vocab_size * 2 / t  # bf16 logits of this rank's vocabulary slice
-        layout = "1 process" if t == 1 else f"TP={t}{'+SP' if r['sp'] else ''} (per rank)"
+        layout = layout_name(t, r["sp"])
         ok = "ok" if r["bytes"] == want else "MISS"
         print(f"logits    {layout:20s} measured {r['bytes'] / 2**20:7.2f} MiB | b·s·V·2/t {want / 2**20:7.2f} MiB | "
               f"ratio to 1 process {r['bytes'] / (b * s * cfg.vocab_size * 2):.2f} {ok} (target 1/t)")
@@ -271,22 +328,14 @@ def bench_memory(args) -> None:
             missed.append(f"logits {layout}")
     results = [r for r in results if r["case"] != "logits"]
     for r in results:
-        t = r["tp"]
         # the family spec's formula (Korthikanti et al. 2022, Table 2), which the HP tool plans with
-        want = GPT_SPEC.activation_bytes_per_layer(cfg, seq_length=s, micro_batch_size=b, tensor_parallel_size=t,
+        want = GPT_SPEC.activation_bytes_per_layer(cfg, seq_length=s, micro_batch_size=b, tensor_parallel_size=r["tp"],
                                                    sequence_parallel=r["sp"],
                                                    recompute=None if r["case"] == "none" else r["case"])
-        ratio = r["bytes"] / want
-        layout = "1 process" if t == 1 else f"TP={t}{'+SP' if r['sp'] else ''} (per rank)"
-        ok = "ok" if abs(ratio - 1) <= 0.10 else "MISS"
-        print(f"{r['case']:9s} {layout:20s} measured {r['bytes'] / 2**20:7.2f} MiB ({r['bytes'] / sbh:6.2f} sbh) | "
-              f"formula {want / 2**20:7.2f} MiB ({want / sbh:6.2f} sbh) | ratio {ratio:.2f} {ok} (target 0.90-1.10)")
-        if ok == "MISS":
+        layout = layout_name(r["tp"], r["sp"])
+        if not print_layer_case(f"{r['case']:9s} {layout:20s}", r["bytes"], want, sbh, verbose=args.verbose,
+                                records=r["records"]):
             missed.append(f"{r['case']} {layout}")
-        if ok == "MISS" or args.verbose:
-            for rec in r["records"]:
-                print(f"    {rec['bytes'] / sbh:6.2f} sbh  {str(list(rec['shape'])):18s} {rec['dtype']:9s} "
-                      f"{rec['how']:16s} from {rec['producer']}")
     total = len(results) + len(logit_rows)
     print(f"{total - len(missed)} of {total} cases on target (activations within 10% of the formula, logits 1/t)"
           + (f"; outside: {', '.join(missed)} (their tensors are listed under each)" if missed else ""))
@@ -330,7 +379,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.memory_worker:
-        memory_worker(args.memory_worker)
+        memory_worker(args.memory_worker, memory_cases)
         return
     torch.set_num_threads(args.threads)
     for name, run in (("flops", bench_flops), ("memory", bench_memory), ("speed", bench_speed)):
