@@ -223,14 +223,20 @@ def test_t5_pile_end_to_end(server, tmp_path):
     for ref in refs:
         ds = IndexedDataset(str(ref.prefix))
         assert len(ds) == ref.entry["num_sequences"] and 102 not in ds[0]  # append_eod: False for T5
-    # shard 01 is what `preprocess --tokenizer-type bert-wordpiece-case` makes of the same text (without
-    # sentinels: they change the vocabulary, not the documents' ids)
+    # shard 01 is what `preprocess --tokenizer-type bert-wordpiece-case --split-sentences` makes of the same
+    # text (without sentinels: they change the vocabulary, not the documents' ids); its tokens are those of
+    # the unsplit documents, only the index holds a sequence per sentence
     www_text = tmp_path / "01.jsonl"
     www_text.write_bytes(_fetch(f"{server}/files/pile/01.jsonl"))
-    preprocess(PreprocessConfig(input=(str(www_text),), output_prefix=str(tmp_path / "x"),
-                                tokenizer_type="BertWordPieceCase", vocab_file=str(BERT_VOCAB)))
-    assert (tmp_path / "x_text_document.bin").read_bytes() == refs[1].prefix.with_suffix(".bin").read_bytes()
-    assert (tmp_path / "x_text_document.idx").read_bytes() == refs[1].prefix.with_suffix(".idx").read_bytes()
+    for name, split in (("x", True), ("unsplit", False)):
+        preprocess(PreprocessConfig(input=(str(www_text),), output_prefix=str(tmp_path / name / "x"),
+                                    tokenizer_type="BertWordPieceCase", vocab_file=str(BERT_VOCAB),
+                                    split_sentences=split))
+        assert (tmp_path / name / "x_text_document.bin").read_bytes() == \
+            refs[1].prefix.with_suffix(".bin").read_bytes()
+    assert (tmp_path / "x" / "x_text_document.idx").read_bytes() == refs[1].prefix.with_suffix(".idx").read_bytes()
+    assert read_manifest(data_dir).summary["split_sentences"] is True
+    assert refs[1].entry["num_sequences"] > 5 * refs[1].entry["num_documents"]
 
 
 def _fetch(url: str) -> bytes:

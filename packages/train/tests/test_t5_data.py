@@ -342,3 +342,30 @@ def test_split_of_only_empty_documents(tmp_path):
         _check(prefix, replace(T5Data(), splits_string="8,1,1"))
     assert "leaves the valid split" in _one_line(err) and "no non-empty document" in _one_line(err)
     _check(prefix, replace(T5Data(), splits_string="7,3,0"))
+
+
+def test_one_sequence_per_document_is_warned_about(t5_data, tmp_path):
+    """Unsplit data trains, with a warning naming the fix; sentence-split data (several sequences) gets none."""
+    from bignlp_train.t5_data import unsplit_datasets
+
+    prefix, docs = t5_data
+    (note,) = unsplit_datasets(entries_of(prefix))
+    assert str(prefix) in note and f"({len(docs):,} documents)" in note and "--split-sentences" in note
+    spec = TokenizerSpec("bert-wordpiece-lowercase", vocab_file=str(BERT_VOCAB), num_sentinel_tokens=100)
+    tok = build_tokenizer(spec)
+    split_dir = tmp_path / "split"
+    split_dir.mkdir()
+    split = split_dir / "demo_text_document"
+    builder = IndexedDatasetBuilder(f"{split}.bin", dtype=np.uint16)
+    sentences = [tok.encode("The first sentence."), tok.encode(" And the second one.")]
+    builder.add_document([i for s in sentences for i in s], [len(s) for s in sentences])
+    builder.finalize(f"{split}.idx")
+    shutil.copytree(prefix.parent / "tokenizer", split_dir / "tokenizer")
+    files = {"vocab_file": "tokenizer/" + BERT_VOCAB.name}
+    write_manifest(split_dir, MEGATRON_DATASET, producer=Producer("bignlp-train-tests", "0"),
+                   files=[f"{split.name}.bin", f"{split.name}.idx", *files.values()],
+                   summary={"datasets": [{"prefix": split.name, "json_key": "text", "num_documents": 1,
+                                          "num_sequences": 2, "num_tokens": sum(map(len, sentences)),
+                                          "dtype": "uint16"}],
+                            "tokenizer": tok.summary(files)})
+    assert unsplit_datasets(entries_of(split)) == []

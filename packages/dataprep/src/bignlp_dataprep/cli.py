@@ -127,6 +127,10 @@ def main() -> None:
               help="fail: stop at the first malformed JSON line, missing key or invalid UTF-8 (naming FILE:LINE). "
                    "skip: drop those lines and empty documents, counted per reason in the manifest. "
                    "[default: fail]")
+@click.option("--split-sentences/--no-split-sentences", default=None,
+              help="T5/BERT: cut every string into sentences (. ! ? and 。！？ ends, paragraph breaks; common "
+                   "abbreviations and decimals kept whole; no NLTK), one sequence each; a sequence over 512 tokens "
+                   "is cut into pieces of at most 512 (megatron-core skips a document holding one). [default: off]")
 @click.option("--append-eod/--no-append-eod", default=None,
               help="Append the end-of-document token to every non-empty document (use it for GPT). [default: off]")
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
@@ -142,8 +146,9 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
     """Tokenize JSONL files into Megatron .bin/.idx files (Megatron-LM's tools/preprocess_data.py).
 
     Each line is one document. Per --json-keys key, every sentence that
-    tokenizes to something becomes a sequence; with --append-eod the
-    document ends with <|endoftext|>. Trailing KEY=VALUE arguments
+    tokenizes to something becomes a sequence (with --split-sentences,
+    every sentence of a string); with --append-eod the document ends
+    with <|endoftext|>. Trailing KEY=VALUE arguments
     override config keys (e.g. workers=4). manifest.json is written last:
     if it exists, the artifact is complete.
 
@@ -155,7 +160,8 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
           --vocab-file gpt2/vocab.json --merges-file gpt2/merges.txt --append-eod --workers 16
         # T5: WordPiece with the 100 sentinels span corruption needs, no end of document
         bignlp-dataprep preprocess --input shard-00.jsonl.zst --output-prefix data/pile-t5 \\
-          --tokenizer-type bert-wordpiece-case --vocab-file vocab.txt --num-sentinel-tokens 100
+          --tokenizer-type bert-wordpiece-case --vocab-file vocab.txt --num-sentinel-tokens 100 \\
+          --split-sentences
     """
     from .preprocess import preprocess as run_preprocess
 
@@ -170,6 +176,10 @@ def preprocess(config_file, overrides, inputs, **flags) -> None:
     per_doc = s["num_tokens"] / s["num_documents"] if s["num_documents"] else 0.0
     click.echo(f"{s['num_documents']:,} documents, {s['num_tokens']:,} tokens ({per_doc:,.1f} tokens/doc), "
                f"{s['input_bytes'] / 1e6:,.2f} MB in {s['elapsed_s']:.1f} s ({s['mb_per_s']:.2f} MB/s)")
+    if s.get("split_sentences"):
+        seqs = sum(d["num_sequences"] for d in s["datasets"])
+        click.echo(f"{seqs:,} sequences (sentences) in all, {seqs / max(1, s['num_documents']):,.1f} per document "
+                   "and key")
     _echo_skipped(s)
     _echo_artifact(manifest, Path(cfg.output_prefix).parent)
 

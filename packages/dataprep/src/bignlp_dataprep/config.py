@@ -45,6 +45,9 @@ class PreprocessConfig:
     # fail: stop at the first bad line (naming FILE:LINE). skip: drop malformed JSON, missing keys, invalid
     # UTF-8 and empty documents, counted per reason in the manifest's summary.skipped.
     on_error: str = "fail"
+    # T5/BERT: cut every string into sentences (sentences.py, rule-based; Megatron's --split-sentences without
+    # NLTK), one sequence each, sequences over 512 tokens cut (megatron-core skips documents holding one).
+    split_sentences: bool = False
     # End every non-empty document with the EOD token, so GPT samples that span documents see a boundary.
     append_eod: bool = False
     # Tokenizing processes; 1 tokenizes in this process. The output is identical for any value;

@@ -27,6 +27,7 @@ from bignlp_contracts import InputError
 from bignlp_tokenizers import Tokenizer
 
 from .readers import LineBatch
+from .sentences import cut_long_sequences, split_sentences
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class EncodeOptions:
     append_eod: bool
     typecode: str  # array module code of the .bin dtype: "H" (uint16) or "i" (int32)
     on_error: str = "fail"  # or "skip" (see config.PreprocessConfig.on_error)
+    split_sentences: bool = False  # see config.PreprocessConfig.split_sentences
 
 
 # Why a line was dropped under on_error=skip (the keys of the manifest's summary.skipped).
@@ -81,12 +83,14 @@ def _values(doc: dict, keys: Sequence[str]) -> tuple[list, tuple[str, str] | Non
 
 
 def _sentences(
-    batch: LineBatch, keys: Sequence[str], skip: bool = False
+    batch: LineBatch, keys: Sequence[str], skip: bool = False, split: bool = False
 ) -> tuple[int, dict[str, list[str]], dict[str, list[int]], dict[str, int]]:
     """Parse the batch's lines: every key's sentences, flat, how many each document has, and skips.
 
     Without ``skip`` the first bad line is an InputError naming FILE:LINE; with it the
     line is dropped and counted by reason, and so is a document whose values are all empty.
+    With ``split`` a string value is cut into sentences (``sentences.split_sentences``); a list
+    value is already a list of sentences and is taken as it is.
     """
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     bad_utf8 = False
@@ -134,7 +138,11 @@ def _sentences(
             continue
         num_documents += 1
         for key, value in zip(keys, values):
-            if isinstance(value, str):
+            if isinstance(value, str) and split:
+                parts = split_sentences(value)
+                sentences[key].extend(parts)
+                counts[key].append(len(parts))
+            elif isinstance(value, str):
                 sentences[key].append(value)
                 counts[key].append(1)
             else:
@@ -148,15 +156,18 @@ def encode_batch(batch: LineBatch, tokenizer: Tokenizer, options: EncodeOptions)
 
     Per document and key: each sentence that tokenizes to something becomes a
     sequence; with ``append_eod`` a non-empty document's last sequence gets the
-    EOD token; an empty document still counts (its index entry repeats).
+    EOD token; an empty document still counts (its index entry repeats). With ``split_sentences``
+    every string is first cut into sentences, and then every sequence (the EOD included) longer than
+    ``MAX_SENTENCE_TOKENS`` is cut into pieces of at most that many tokens.
     """
-    num_documents, sentences, counts, skipped = _sentences(batch, options.json_keys, options.on_error == "skip")
+    num_documents, sentences, counts, skipped = _sentences(batch, options.json_keys, options.on_error == "skip",
+                                                           options.split_sentences)
     eod = tokenizer.eod_id
     out = {}
     encode_flat = getattr(tokenizer, "encode_batch_flat", None)
     for key in options.json_keys:
         if encode_flat is not None:
-            out[key] = _assemble_flat(*encode_flat(sentences[key]), counts[key], options, eod)
+            out[key] = _cut_long(_assemble_flat(*encode_flat(sentences[key]), counts[key], options, eod), options)
             continue
         ids = tokenizer.encode_batch(sentences[key])
         flat: list[int] = []
@@ -174,12 +185,22 @@ def encode_batch(batch: LineBatch, tokenizer: Tokenizer, options: EncodeOptions)
                 flat.append(eod)
                 lengths[-1] += 1
             doc_num_sequences.append(len(lengths) - first)
-        out[key] = EncodedKey(
+        out[key] = _cut_long(EncodedKey(
             tokens=_little_endian(array.array(options.typecode, flat)),
             sequence_lengths=array.array("i", lengths),
             doc_num_sequences=array.array("q", doc_num_sequences),
-        )
+        ), options)
     return EncodedBatch(num_documents, len(batch.data), batch.raw_bytes, out, skipped)
+
+
+def _cut_long(part: EncodedKey, options: EncodeOptions) -> EncodedKey:
+    """With ``split_sentences``, the index entries of ``part`` with long sequences cut (same tokens)."""
+    if not options.split_sentences:
+        return part
+    cut = cut_long_sequences(part.sequence_lengths, part.doc_num_sequences)
+    if cut is None:
+        return part
+    return EncodedKey(part.tokens, array.array("i", cut[0]), array.array("q", cut[1]))
 
 
 def _assemble_flat(flat, lengths, counts: list[int], options: EncodeOptions, eod: int) -> EncodedKey:

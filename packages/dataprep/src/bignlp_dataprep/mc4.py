@@ -78,8 +78,9 @@ class Mc4Config(RecipeBase):
                               hint="see bignlp_dataprep.mc4.MC4_LANGUAGES")
         missing = [lang for lang in langs if self._count(lang) is None]
         if missing:
+            example = ", ".join(f"{lang}: N" for lang in missing)
             raise ConfigError(f"num_files: no file count for {', '.join(missing)}",
-                              hint="num_files={" + ",".join(f"{lang}:N" for lang in missing) + "} (the -of-N in names)")
+                              hint=f"'num_files={{{example}}}' (the -of-N in names)")
         if self.max_split_size <= 0 or self.spm_train_files < 1 or (self.max_files_per_language or 1) < 1:
             raise ConfigError("max_split_size must be > 0, spm_train_files and max_files_per_language >= 1")
         if self.tokenizer_type != "sentencepiece":

@@ -173,6 +173,8 @@ def merge_datasets(cfg: MergeConfig, *, progress: bool = False) -> Manifest:
         "input_bytes": sum(int(m.summary.get("input_bytes", 0)) for m in manifests.values()),
         "skipped": {r: sum(int(m.summary.get("skipped", {}).get(r, 0)) for m in manifests.values())
                     for r in SKIP_REASONS},
+        # true only when every input was split into sentences
+        "split_sentences": all(bool(m.summary.get("split_sentences")) for m in manifests.values()),
         "merged_from": [str(r.prefix.resolve()) for refs in groups.values() for r in refs],
         "elapsed_s": round(time.perf_counter() - start, 3),
     }

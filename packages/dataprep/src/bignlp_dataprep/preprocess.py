@@ -120,6 +120,7 @@ def write_pairs(
     batch_mb: float = 1.0,
     progress: bool = False,
     on_error: str = "fail",
+    split_sentences: bool = False,
 ) -> PairsResult:
     """Tokenize ``files`` into ``artifact_dir/<name>.bin/.idx``, one pair per JSON key; no manifest.
 
@@ -128,7 +129,7 @@ def write_pairs(
     """
     mode = file_mode()
     dtype = optimal_dtype(tokenizer.vocab_size).newbyteorder("<")
-    options = EncodeOptions(json_keys, append_eod, TYPECODES[dtype.newbyteorder("=")], on_error)
+    options = EncodeOptions(json_keys, append_eod, TYPECODES[dtype.newbyteorder("=")], on_error, split_sentences)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     batch_bytes = max(1, round(batch_mb * 1e6))
     num_documents = 0
@@ -224,7 +225,8 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:
     remove_manifest(artifact_dir)
 
     pairs = write_pairs(files, tokenizer, artifact_dir, names, json_keys=cfg.json_keys, append_eod=cfg.append_eod,
-                        workers=cfg.workers, batch_mb=cfg.batch_mb, progress=progress, on_error=cfg.on_error)
+                        workers=cfg.workers, batch_mb=cfg.batch_mb, progress=progress, on_error=cfg.on_error,
+                        split_sentences=cfg.split_sentences)
     tok_files = copy_tokenizer_files(tokenizer, artifact_dir)
     save_config(cfg, artifact_dir / CONFIG_NAME)
     os.chmod(artifact_dir / CONFIG_NAME, file_mode())
@@ -237,6 +239,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = False) -> Manifest:
         "num_tokens": sum(d["num_tokens"] for d in pairs.datasets),
         "input_bytes": pairs.input_bytes,
         "skipped": pairs.skipped,
+        "split_sentences": cfg.split_sentences,
         "elapsed_s": round(elapsed, 3),
         "mb_per_s": round(pairs.input_bytes / 1e6 / max(elapsed, 1e-9), 3),
     }

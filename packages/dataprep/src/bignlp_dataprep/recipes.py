@@ -94,6 +94,9 @@ class RecipeBase:
     # Bad input lines: fail (default) stops at the first one, naming FILE:LINE; skip drops malformed JSON, missing
     # keys, non-string values, invalid UTF-8 and empty documents, counted per reason in the manifest summary.
     on_error: str = "fail"
+    # T5/BERT: one sequence per sentence (rule-based splitter, sequences over 512 tokens cut), as preprocess's
+    # --split-sentences; False: one sequence per document (GPT).
+    split_sentences: bool = False
     # Optional checksum list (sha256sum output, "<hex>  <name>" lines), URL or path; files named in it are verified.
     sha256sums_url: str | None = None
     # Download attempts after the first; attempt k waits download_backoff_s * 2**(k-1) s. Then exit 75 (requeue).

@@ -98,8 +98,8 @@ def run_recipe(
                 continue
             marker = read_marker(cfg.root, step, item.id)
             if step == "preprocess" and marker is not None and marker.get("settings") != ctx.settings(item):
-                echo(f"preprocess {item.id}: done before with other settings (output_name, json_keys, append_eod "
-                     "or tokenizer); redoing it")
+                echo(f"preprocess {item.id}: done before with other settings (output_name, json_keys, append_eod, "
+                     "on_error, split_sentences or tokenizer); redoing it")
                 marker = None
             if marker is not None or not _applies(step, item):
                 report.skipped.setdefault(step, []).append(item.id)
@@ -147,6 +147,8 @@ def preprocess_settings(cfg: Recipe, spec: TokenizerSpec, item: Item) -> dict:
         "pairs": item_names(cfg, item), "json_keys": list(cfg.json_keys), "append_eod": cfg.append_eod,
         "tokenizer_type": spec.type, "eod_token": spec.eod_token, "on_error": cfg.on_error,
         "tokenizer_sha256": [sha256_file(p) for p in spec.paths()],
+        # only when on: markers written before the key existed are unsplit, and stay valid for unsplit runs
+        **({"split_sentences": True} if cfg.split_sentences else {}),
     }
 
 
@@ -205,7 +207,7 @@ def _preprocess(ctx: _Context, item: Item) -> None:
     start = time.perf_counter()
     pairs = write_pairs([InputFile(p.input) for p in item.files()], tokenizer, cfg.root, names, json_keys=cfg.json_keys,
                         append_eod=cfg.append_eod, workers=cfg.workers, progress=ctx.progress,
-                        on_error=cfg.on_error)
+                        on_error=cfg.on_error, split_sentences=cfg.split_sentences)
     files = {}
     for name in names:
         for ext in (".bin", ".idx"):
@@ -293,6 +295,7 @@ def finalize(cfg: Recipe, *, config_name: str = "CONFIG") -> Manifest:
         "num_tokens": sum(d["num_tokens"] for d in datasets),
         "input_bytes": input_bytes,
         "skipped": {r: sum(m.get("skipped", {}).get(r, 0) for m in markers.values()) for r in SKIP_REASONS},
+        "split_sentences": cfg.split_sentences,  # every marker's settings say the same (checked above)
         "elapsed_s": round(elapsed, 3),  # preprocessing time summed over items
         "mb_per_s": round(input_bytes / 1e6 / max(elapsed, 1e-9), 3),
     }

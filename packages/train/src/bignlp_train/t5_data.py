@@ -229,6 +229,22 @@ def check_t5_data(data: Any, *, seq_length: int, seq_length_dec: int, tokenizer:
     return tok
 
 
+def unsplit_datasets(entries: Sequence[BlendEntry]) -> list[str]:
+    """Warnings for pairs stored one sequence per document (made without ``--split-sentences``).
+
+    megatron-core's T5 dataset packs a document's sequences into samples: a one-sequence document
+    gives one sample per epoch, its first ``seq_length - 2`` tokens, and the rest is never seen.
+    """
+    notes = []
+    for e in entries:
+        docs, seqs = int(e.ref.entry.get("num_documents", 0)), int(e.ref.entry.get("num_sequences", 0))
+        if docs and seqs <= docs and not e.ref.manifest.summary.get("split_sentences"):
+            notes.append(f"warning: dataset {e.ref.prefix} holds one sequence per document ({docs:,} documents): "
+                         "T5 takes one sample of each per epoch and never sees the rest of a longer document; "
+                         "preprocess it with bignlp-dataprep preprocess ... --split-sentences")
+    return notes
+
+
 def _check_keys(data: Any, seq_length: int) -> None:
     """The ``model.data`` keys megatron-core cannot honour or asserts against."""
     if getattr(data, "mean_ngram_size", None) is not None:

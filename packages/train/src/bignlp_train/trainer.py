@@ -413,6 +413,11 @@ def _train(cfg: TrainConfig, plan: RunPlan, *, device: torch.device, mesh, dp: D
     optimizer = Optimizers(parts, cfg, device)
     cache_dir = Path(m.data.index_mapping_dir or run_dir / "index_cache")
     datasets = _build_datasets(cfg, plan, cache_dir)
+    if cfg.model.family == "t5":
+        from .t5_data import unsplit_datasets
+
+        for note in unsplit_datasets(plan.entries):
+            log(note)
     inputs = [input_record(a) for a in dict.fromkeys(e.ref.artifact_dir for e in plan.entries)]
     task = _task_class(cfg)(cfg, plan, parts=parts, optimizer=optimizer, spec=spec, datasets=datasets, inputs=inputs,
                         device=device, dp=dp, pipeline=pipeline, num_parameters=n_params, mesh=mesh)
