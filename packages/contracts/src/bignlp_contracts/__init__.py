@@ -19,7 +19,17 @@ from .config import (
     to_dict,
 )
 from .errors import ArtifactError, BigNLPError, ConfigError, InputError, RetryableError, exit_on_error
-from .kinds import CHECKPOINT_KINDS, GPT_CHECKPOINT, KINDS, MEGATRON_DATASET, MODEL_CHECKPOINT, ArtifactKind, get_kind
+from .kinds import (
+    CHECKPOINT_KINDS,
+    GPT_CHECKPOINT,
+    HF_MODEL,
+    KINDS,
+    MEGATRON_DATASET,
+    MODEL_CHECKPOINT,
+    NEMO_ARCHIVE,
+    ArtifactKind,
+    get_kind,
+)
 from .layout import (
     DatasetRef,
     checkpoint_dir_name,
@@ -51,10 +61,11 @@ from .runenv import RunEnv, discover_run_env, expand_hostlist
 from .runlock import LockHolder, RunDirBusyError, RunLock, lock_run_dir, probe_run_lock, read_lock_holder
 from .verify import FileProblem, check_files, share_files
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "MANIFEST_NAME", "KINDS", "MEGATRON_DATASET", "MODEL_CHECKPOINT", "GPT_CHECKPOINT", "CHECKPOINT_KINDS",
+    "NEMO_ARCHIVE", "HF_MODEL",
     "ArtifactKind", "ArtifactError", "BigNLPError", "ConfigError", "DatasetRef", "FileProblem", "InputError",
     "LockHolder", "Manifest", "Producer", "RetryableError", "RunDirBusyError", "RunEnv", "RunLock",
     "apply_overrides", "atomic_directory", "atomic_output_file", "atomic_write_bytes", "atomic_write_text",

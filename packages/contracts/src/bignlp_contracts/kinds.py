@@ -78,8 +78,35 @@ CSP_VALIDATION = ArtifactKind(
     required_files=("result.json",),
 )
 
+NEMO_ARCHIVE = ArtifactKind(
+    name="nemo-archive",
+    kind_version=1,
+    description=(
+        "A NeMo 1.x .nemo archive (an uncompressed tar: model_config.yaml, model_weights.ckpt or one "
+        "mp_rank_XX/ or tp_rank_XX_pp_rank_XXX/ directory per model-parallel rank, tokenizer files as "
+        "{uuid}_{name} referenced by nemo: paths) in the artifact directory, which holds nothing else. "
+        "summary.nemo_file names it; summary.family, summary.model and summary.tokenizer describe the model "
+        "(as a model-checkpoint's), summary.tensor_model_parallel_size and "
+        "summary.pipeline_model_parallel_size its layout."
+    ),
+    produced_by="bignlp-convert to-nemo --checkpoint RUN_DIR --output DIR/megatron_gpt.nemo",
+)
+
+HF_MODEL = ArtifactKind(
+    name="hf-model",
+    kind_version=1,
+    description=(
+        "A Hugging Face model directory that transformers' from_pretrained loads: config.json, "
+        "generation_config.json, model.safetensors (or model-NNNNN-of-NNNNN.safetensors shards and "
+        "model.safetensors.index.json) and tokenizer files AutoTokenizer loads. summary.family and "
+        "summary.architecture (the transformers class) describe it; inputs[] names the source checkpoint."
+    ),
+    produced_by="bignlp-convert to-hf --checkpoint RUN_DIR --output DIR",
+    required_files=("config.json",),
+)
+
 KINDS: dict[str, ArtifactKind] = {
-    k.name: k for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION)
+    k.name: k for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION, NEMO_ARCHIVE, HF_MODEL)
 }
 
 

@@ -9,7 +9,14 @@
   every family (``decoding``: the per-family adapter, decoder-only or encoder-decoder).
 """
 
-from .checkpoint import LoadedModel, load_model, load_state_dict_only
+from .checkpoint import (
+    CheckpointReader,
+    LoadedModel,
+    load_model,
+    load_state_dict_only,
+    open_checkpoint,
+    save_model_checkpoint,
+)
 from .generate import Generation, PromptError, Sampling, generate, sample_logits, stream_generate
 from .gpt import GPT, GPTConfig, build_model
 from .layers import KVCache
@@ -23,6 +30,7 @@ __version__ = "0.2.0"
 __all__ = [
     "FAMILIES", "GPT", "GPT_SPEC", "FamilySpec", "GPTConfig", "build_model", "family_of", "get_family", "lm_loss",
     "num_parameters", "padded_vocab_size", "T5", "T5Config", "T5_SPEC",
-    "LoadedModel", "load_model", "load_state_dict_only",
+    "CheckpointReader", "LoadedModel", "load_model", "load_state_dict_only", "open_checkpoint",
+    "save_model_checkpoint",
     "Generation", "KVCache", "PromptError", "Sampling", "generate", "sample_logits", "stream_generate",
 ]

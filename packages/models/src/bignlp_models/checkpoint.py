@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -276,3 +277,101 @@ def _tokenizer(src: _Source) -> Tokenizer:
     if not isinstance(summary, dict):
         raise _error(src.path, "manifest has no summary.tokenizer (the tokenizer the model was trained with)")
     return tokenizer_from_summary(summary, src.path)
+
+
+class CheckpointReader:
+    """A checkpoint's weights, a few tensors at a time: converters stream a layer at a time with it.
+
+    ``open_checkpoint(path)`` validates the checkpoint (and by default checks the sha256 of every
+    file holding weights) once; ``read(names)`` then reads just those tensors from ``dcp/``
+    (``torch.distributed.checkpoint`` reads only the byte ranges they occupy), so peak memory is
+    the largest group read, not the model.
+    """
+
+    def __init__(self, src: _Source) -> None:
+        self._src = src
+        self.path, self.manifest, self.family = src.path, src.manifest, src.family
+        self.config = src.config  # vocab_size unpadded
+        self.vocab_size, self.padded_vocab_size = src.vocab_size, src.padded_vocab_size
+        self._meta = src.family.build_meta(src.config).state_dict()
+
+    @property
+    def shapes(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
+        """Every weight the model has (whole-model names, tied copies once), its unpadded shape and saved dtype."""
+        out = {}
+        for name, meta in self._meta.items():
+            saved = self._src.saved.get(MODEL_PREFIX + name)
+            dtype = saved.properties.dtype if isinstance(saved, TensorStorageMetadata) else meta.dtype
+            out[name] = (meta.shape, dtype)
+        return out
+
+    def read(self, names: Sequence[str], *, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The tensors ``names`` as CPU tensors (padded vocabulary rows dropped), cast to ``dtype`` if given."""
+        shapes = self.shapes
+        unknown = [n for n in names if n not in shapes]
+        if unknown:
+            raise KeyError(f"{self.family.name} model has no weight {unknown[0]!r}")
+        tensors = {n: torch.empty(shapes[n][0], dtype=dtype or shapes[n][1]) for n in names}
+        _read(self._src, tensors)
+        return tensors
+
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer the model was trained with (from the checkpoint's ``tokenizer/``)."""
+        return _tokenizer(self._src)
+
+
+def open_checkpoint(checkpoint: str | os.PathLike, *, verify: str = "sha256") -> CheckpointReader:
+    """A ``CheckpointReader`` over a checkpoint (or a run directory's latest); ``verify`` as ``load_model``'s."""
+    return CheckpointReader(_open(checkpoint, verify))
+
+
+def save_model_checkpoint(
+    output: str | os.PathLike,
+    *,
+    family: FamilySpec,
+    config: Any,
+    state_dict: dict[str, torch.Tensor],
+    tokenizer: Tokenizer,
+    producer: Any,
+    inputs: Sequence[dict[str, Any]] = (),
+    summary: dict[str, Any] | None = None,
+    run_config: dict[str, Any] | None = None,
+) -> Path:
+    """Write a weights-only ``model-checkpoint`` (what a converter imports into) at ``output``, atomically.
+
+    ``config``: the family's config with the *padded* vocabulary the tensors have (their embedding
+    rows); ``state_dict``: every weight under the whole model's names; ``tokenizer``: its files are
+    copied to ``tokenizer/``. ``run_config``: the model keys written to ``config.yaml`` (the launcher's
+    names, so a training config can be made from it). The manifest is written last; until then the
+    directory has a temporary name, so a crash leaves nothing that looks complete.
+    """
+    import yaml
+
+    from bignlp_contracts import atomic_directory, write_manifest
+
+    output = Path(output)
+    expected = family.build_meta(config).state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    extra = sorted(set(state_dict) - set(expected))
+    if missing or extra:
+        raise ValueError(f"state_dict does not make a {family.name} model: missing {missing[:3]}, unexpected "
+                         f"{extra[:3]}")
+    for name, meta in expected.items():
+        if tuple(state_dict[name].shape) != tuple(meta.shape):
+            raise ValueError(f"{name} is {list(state_dict[name].shape)}, the config makes it {list(meta.shape)}")
+    with atomic_directory(output) as tmp:
+        with _quiet_dcp():
+            dcp.save({"model": state_dict}, checkpoint_id=tmp / DCP_DIR, no_dist=True)
+        (tmp / "tokenizer").mkdir()
+        files = {}
+        for key, (name, source) in tokenizer.files().items():
+            shutil.copyfile(source, tmp / "tokenizer" / name)
+            files[key] = f"tokenizer/{name}"
+        (tmp / "config.yaml").write_text(yaml.safe_dump({"model": run_config or {}}, sort_keys=False))
+        listed = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        write_manifest(tmp, MODEL_CHECKPOINT, producer=producer, files=listed, inputs=list(inputs),
+                       summary={**(summary or {}), "family": family.name, "vocab_size": tokenizer.vocab_size,
+                                "padded_vocab_size": int(config.vocab_size),
+                                "num_parameters": int(family.count_parameters(config)),
+                                "model": dataclasses.asdict(config), "tokenizer": tokenizer.summary(files)})
+    return output

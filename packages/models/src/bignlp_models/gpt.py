@@ -43,6 +43,7 @@ class GPTConfig:
     attention_dropout: float = 0.1
     layernorm_epsilon: float = 1e-5
     init_method_std: float = 0.02
+    gelu_approximation: str = "tanh"  # "none": exact erf GeLU (Hugging Face "gelu", Megatron unfused)
 
 
 class TransformerLayer(nn.Module):
@@ -53,7 +54,7 @@ class TransformerLayer(nn.Module):
         self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)
         self.self_attention = SelfAttention(cfg)
         self.pre_mlp_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layernorm_epsilon)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP(cfg, gelu_approximation=cfg.gelu_approximation)
         self.dropout = Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,

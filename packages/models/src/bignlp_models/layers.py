@@ -205,22 +205,30 @@ class CrossAttention(nn.Module):
 
 # Activations an MLP may use; the gated ones (GLU variants, Shazeer 2020) multiply by a second projection.
 ACTIVATIONS = ("gelu", "geglu", "swiglu")
+# How GeLU is computed (torch's F.gelu ``approximate``): "tanh" is Megatron's fused bias-GeLU, NeMo's
+# openai_gelu, Hugging Face's "gelu_new"; "none" the exact erf form (Megatron's unfused F.gelu, HF's "gelu").
+GELU_APPROXIMATIONS = ("tanh", "none")
 
 
 class MLP(nn.Module):
     """h → ffn → activation → h; with a gated activation, act(fc1(x)) · fc1_2(x) first.
 
-    gelu is the tanh approximation: what Megatron's fused bias-GeLU (the GPT-3 recipes' default) and
-    T5 v1.1's gated-gelu compute. The gated variants keep their second projection as its own linear
-    (``linear_fc1_2``, NeMo 1.x's ``dense_h_to_4h_2``), so column-parallel splitting keeps each rank's
-    halves matched.
+    gelu is the tanh approximation by default: what Megatron's fused bias-GeLU (the GPT-3 recipes'
+    default) and T5 v1.1's gated-gelu compute; ``gelu_approximation="none"`` is the exact erf form
+    (checkpoints trained without the fusion, Hugging Face's ``"gelu"``). The gated variants keep
+    their second projection as its own linear (``linear_fc1_2``, NeMo 1.x's ``dense_h_to_4h_2``), so
+    column-parallel splitting keeps each rank's halves matched.
     """
 
-    def __init__(self, cfg, *, activation: str = "gelu", bias: bool = True) -> None:
+    def __init__(self, cfg, *, activation: str = "gelu", bias: bool = True, gelu_approximation: str = "tanh") -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+        if gelu_approximation not in GELU_APPROXIMATIONS:
+            raise ValueError(f"gelu_approximation {gelu_approximation!r} is not supported; use one of "
+                             f"{', '.join(GELU_APPROXIMATIONS)}")
         self.activation = activation
+        self.gelu_approximation = gelu_approximation
         self.linear_fc1 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=bias)
         if activation != "gelu":
             self.linear_fc1_2 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=bias)
@@ -229,12 +237,13 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.linear_fc1(x)
         if self.activation == "gelu":
-            return self.linear_fc2(F.gelu(h, approximate="tanh"))
-        gate = F.gelu(h, approximate="tanh") if self.activation == "geglu" else F.silu(h)
+            return self.linear_fc2(F.gelu(h, approximate=self.gelu_approximation))
+        gate = F.gelu(h, approximate=self.gelu_approximation) if self.activation == "geglu" else F.silu(h)
         return self.linear_fc2(gate * self.linear_fc1_2(x))
 
     def extra_repr(self) -> str:
-        return f"activation={self.activation}"
+        extra = "" if self.gelu_approximation == "tanh" else f", gelu_approximation={self.gelu_approximation}"
+        return f"activation={self.activation}{extra}"
 
 
 # Normalisations a family may use: LayerNorm (GPT-3, T5 v1.0) or RMSNorm (T5 v1.1, mT5: no mean, no bias).

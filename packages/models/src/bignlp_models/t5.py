@@ -67,6 +67,7 @@ class T5Config:
     relative_attention_max_distance: int = 128
     relative_position_bias_self_attention_only: bool = True  # else a bias in cross-attention too
     activation: str = "geglu"
+    gelu_approximation: str = "tanh"  # of gelu/geglu; "none": exact erf (NeMo without fusion or openai_gelu)
     normalization: str = "layernorm"
     bias: bool = True  # biases of the linears and LayerNorms, and of the tied output head
     share_decoder_tokens_head_embeddings: bool = True  # tied output head; false: own weight (T5 v1.1)
@@ -136,7 +137,7 @@ class EncoderLayer(nn.Module):
         self.input_layernorm = build_norm(cfg.normalization, cfg.hidden_size, cfg.layernorm_epsilon, bias=cfg.bias)
         self.self_attention = SelfAttention(shape, bias=cfg.bias, causal=False)
         self.pre_mlp_layernorm = build_norm(cfg.normalization, cfg.hidden_size, cfg.layernorm_epsilon, bias=cfg.bias)
-        self.mlp = MLP(shape, activation=cfg.activation, bias=cfg.bias)
+        self.mlp = MLP(shape, activation=cfg.activation, bias=cfg.bias, gelu_approximation=cfg.gelu_approximation)
         self.dropout = Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -157,7 +158,7 @@ class DecoderLayer(nn.Module):
         self.pre_cross_attn_layernorm = norm()
         self.cross_attention = CrossAttention(shape, bias=cfg.bias)
         self.pre_mlp_layernorm = norm()
-        self.mlp = MLP(shape, activation=cfg.activation, bias=cfg.bias)
+        self.mlp = MLP(shape, activation=cfg.activation, bias=cfg.bias, gelu_approximation=cfg.gelu_approximation)
         self.dropout = Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, attention_mask: torch.Tensor | None = None,
