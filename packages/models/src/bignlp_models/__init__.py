@@ -25,7 +25,7 @@ from .spec import FAMILIES, GPT_SPEC, T5_SPEC, FamilySpec, family_of, get_family
 from .t5 import T5, T5Config
 from .vocab import padded_vocab_size
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "FAMILIES", "GPT", "GPT_SPEC", "FamilySpec", "GPTConfig", "build_model", "family_of", "get_family", "lm_loss",
