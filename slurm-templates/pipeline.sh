@@ -1,6 +1,6 @@
 #!/bin/bash
 # Submit a whole pipeline to Slurm and watch it: a dataprep array (one shard per task) -> finalize
-# -> training, chained with sbatch --parsable and --dependency=afterok. When a stage fails, its
+# -> training [-> conversion to .nemo or Hugging Face, when CONVERT_OUTPUT is set], chained with sbatch --parsable and --dependency=afterok. When a stage fails, its
 # dependents are cancelled (scancel, on top of --kill-on-invalid-dep=yes) and the failed stage, array
 # task, exit code and log are named. The same chain trains GPT-3, T5 or mT5: the training config
 # decides (a T5/mT5 config needs a dataset with sentinels, which the t5/ and mt5/ recipes make).
@@ -34,12 +34,18 @@
 #   TRAIN_CPUS           optional  --cpus-per-task of each training task (default: the template's, 2)
 #   SBATCH_ARGS          optional  more sbatch options for every stage, space-separated (--partition=gpu ...);
 #                                  --kill-on-invalid-dep=no here leaves cancelling dependents to the watcher alone
+#   CONVERT_OUTPUT       optional  add a conversion stage after training (convert.sbatch): the .nemo file
+#                                  (DIR/megatron_gpt.nemo) or, with CONVERT_FORMAT=hf, the model directory to write
+#   CONVERT_FORMAT       optional  nemo (default) or hf
+#   CONVERT_TP, CONVERT_PP optional  tensor / pipeline model-parallel size of the .nemo (default 1, 1)
+#   CONVERT_CONFIG       optional  conversion config with the launcher's keys (gpt3/convert_gpt3, t5/convert_t5, ...)
+#   CONVERT_CPUS         optional  --cpus-per-task of the conversion job (default: the template's, 2)
 #   LOG_DIR              optional  directory of the jobs' output files (default: the current directory)
 #   WATCH_POLL_S         optional  seconds between two looks at the queue (default 5)
 #   CONTAINER_IMAGE, CONTAINER_MOUNTS, BIGNLP_VENV and sbatch's own SBATCH_* input variables
 #                        (SBATCH_PARTITION, SBATCH_ACCOUNT, ...) reach every stage.
 #
-# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=); progress and
+# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=[, convert=]); progress and
 # the failure report on stderr. Exit status: 0 every stage completed (with --no-watch: submitted),
 # 1 a stage failed or was cancelled, 2 a bad parameter or a job sbatch refused (nothing is left queued),
 # 130 interrupted while watching (the jobs keep running).
@@ -91,9 +97,16 @@ positive_int NUM_SHARDS "${NUM_SHARDS}"
 positive_int TRAIN_NODES "${TRAIN_NODES:=1}"
 [[ -z ${TRAIN_GPUS_PER_NODE:-} ]] || positive_int TRAIN_GPUS_PER_NODE "${TRAIN_GPUS_PER_NODE}"
 positive_int TRAIN_TASKS_PER_NODE "${TRAIN_TASKS_PER_NODE:=${TRAIN_GPUS_PER_NODE:-1}}"
-for name in DATAPREP_CPUS FINALIZE_CPUS TRAIN_CPUS; do
+for name in DATAPREP_CPUS FINALIZE_CPUS TRAIN_CPUS CONVERT_CPUS CONVERT_TP CONVERT_PP; do
   [[ -z ${!name:-} ]] || positive_int "${name}" "${!name}"
 done
+if [[ -n ${CONVERT_OUTPUT:-} ]]; then
+  [[ ${CONVERT_FORMAT:=nemo} == nemo || ${CONVERT_FORMAT} == hf ]] || die "CONVERT_FORMAT='${CONVERT_FORMAT}' is neither nemo nor hf"
+  [[ ${CONVERT_FORMAT} == hf || ${CONVERT_OUTPUT} == *.nemo ]] || die "CONVERT_OUTPUT='${CONVERT_OUTPUT}' must name a .nemo file (or set CONVERT_FORMAT=hf)"
+  STAGES+=(convert)
+elif [[ -n ${CONVERT_FORMAT:-}${CONVERT_TP:-}${CONVERT_PP:-}${CONVERT_CONFIG:-} ]]; then
+  die "CONVERT_FORMAT, CONVERT_TP, CONVERT_PP and CONVERT_CONFIG need CONVERT_OUTPUT (the conversion's output)"
+fi
 [[ ${WATCH_POLL_S:=5} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "WATCH_POLL_S='${WATCH_POLL_S}' is not a number of seconds"
 TRAIN_JOB_NAME="${TRAIN_JOB_NAME:-bignlp-train:$(basename "${RESULTS_DIR}")}"
 LOG_DIR="${LOG_DIR:-$(pwd)}"
@@ -159,11 +172,21 @@ submit train \
   --output="${LOG_DIR}/bignlp-train-%j.out" \
   "${TEMPLATES}/train.sbatch"
 
+if [[ -n ${CONVERT_OUTPUT:-} ]]; then
+  submit convert \
+    "CHECKPOINT=${RESULTS_DIR}" "OUTPUT=${CONVERT_OUTPUT}" "FORMAT=${CONVERT_FORMAT}" "TP=${CONVERT_TP:-}" \
+    "PP=${CONVERT_PP:-}" "CONFIG=${CONVERT_CONFIG:-}" -- \
+    --dependency="afterok:${ids[2]}" \
+    ${CONVERT_CPUS:+--cpus-per-task="${CONVERT_CPUS}"} \
+    --output="${LOG_DIR}/bignlp-convert-%j.out" \
+    "${TEMPLATES}/convert.sbatch"
+fi
+
 for i in "${!STAGES[@]}"; do
   echo "${STAGES[i]}=${ids[i]}"
 done
 say "submitted dataprep array ${ids[0]} (${NUM_SHARDS} tasks) -> finalize ${ids[1]} -> train ${ids[2]}" \
-  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s)); logs in ${LOG_DIR}"
+  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s))${ids[3]:+ -> convert ${ids[3]} (${CONVERT_FORMAT:-})}; logs in ${LOG_DIR}"
 (( watch )) || exit 0
 
 # --- watching -------------------------------------------------------------------------------------
@@ -289,5 +312,5 @@ while (( current < ${#STAGES[@]} )); do
   done
   (( current < ${#STAGES[@]} )) && sleep "${WATCH_POLL_S}"
 done
-say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}"
+say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}${CONVERT_OUTPUT:+, converted ${CONVERT_OUTPUT}}"
 exit 0

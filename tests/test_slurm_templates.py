@@ -135,12 +135,15 @@ def _template_env(name: str, tmp_path: Path) -> tuple[dict[str, str], str]:
         return {**slurm, "CONFIG": "gpt3/tiny-cpu", "DATA_PREFIX": "/data/d", "RESULTS_DIR": out}, out
     if name == "csp-validate.sbatch":
         return {**slurm, "SLURM_JOB_NUM_NODES": "2", "OUTPUT_DIR": out}, out
+    if name == "convert.sbatch":  # the .nemo's directory is made beside it: its parent (the run) is mounted
+        return {**slurm, "CHECKPOINT": out, "OUTPUT": f"{out}/convert_nemo/megatron_gpt.nemo"}, out
     array = {"SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
     return {**slurm, **array, "CONFIG": "generic/custom_dataset", "DATA_DIR": out}, out
 
 
 SRUN_TEMPLATES = [
-    "dataprep.sbatch", "dataprep-array.sbatch", "dataprep-finalize.sbatch", "train.sbatch", "csp-validate.sbatch"]
+    "dataprep.sbatch", "dataprep-array.sbatch", "dataprep-finalize.sbatch", "train.sbatch", "csp-validate.sbatch",
+    "convert.sbatch"]
 
 
 @pytest.mark.parametrize("name", SRUN_TEMPLATES)
@@ -280,6 +283,12 @@ def test_pipeline_refused_job_cancels_what_it_submitted(tmp_path: Path):
      "pipeline.sh: set NUM_SHARDS to the number of dataprep array tasks (one share of the files each)"),
     ({"NUM_SHARDS": "two"}, "pipeline.sh: NUM_SHARDS='two' is not a positive integer"),
     ({"TRAIN_CPUS": "0"}, "pipeline.sh: TRAIN_CPUS='0' is not a positive integer"),
+    ({"CONVERT_OUTPUT": "/results/run1/convert"},
+     "pipeline.sh: CONVERT_OUTPUT='/results/run1/convert' must name a .nemo file (or set CONVERT_FORMAT=hf)"),
+    ({"CONVERT_OUTPUT": "/r/m.nemo", "CONVERT_FORMAT": "onnx"},
+     "pipeline.sh: CONVERT_FORMAT='onnx' is neither nemo nor hf"),
+    ({"CONVERT_TP": "2"}, "pipeline.sh: CONVERT_FORMAT, CONVERT_TP, CONVERT_PP and CONVERT_CONFIG need CONVERT_OUTPUT "
+                          "(the conversion's output)"),
 ])
 def test_pipeline_bad_parameter_is_one_line(tmp_path: Path, env: dict[str, str], message: str):
     out, record = _pipeline(tmp_path, **env)
@@ -290,3 +299,44 @@ def test_pipeline_bad_parameter_is_one_line(tmp_path: Path, env: dict[str, str],
 def test_pipeline_unknown_flag_is_one_line(tmp_path: Path):
     out, _ = _pipeline(tmp_path, args=("--nodes=2",))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "--nodes=2" in out.stderr
+
+
+@pytest.mark.parametrize("fmt", ["nemo", "hf"])
+def test_convert_passes_each_parameter_as_its_flag(fmt: str, tmp_path: Path):
+    env, out_dir = _template_env("convert.sbatch", tmp_path)
+    if fmt == "nemo":
+        env.update(TP="2", PP="2", SPLIT_RANK="1", CONFIG="t5/convert_t5", OVERRIDES="model.checkpoint_name=step-*")
+        want = ["to-nemo", "--checkpoint", out_dir, "--output", env["OUTPUT"], "--config", "t5/convert_t5",
+                "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2",
+                "--pipeline-model-parallel-split-rank", "1", "model.checkpoint_name=step-*"]
+    else:
+        env.update(FORMAT="hf", OUTPUT=f"{out_dir}/hf", DTYPE="bfloat16")
+        want = ["to-hf", "--checkpoint", out_dir, "--output", f"{out_dir}/hf", "--dtype", "bfloat16"]
+    out, record = _run_template("convert.sbatch", tmp_path, **env)
+    assert out.returncode == 0, out.stderr
+    [(argv, call_env)] = _calls(record, "srun")
+    tool = argv.index("bignlp-convert")
+    assert argv[tool + 1:] == want
+    assert "--ntasks=1" in argv[:tool] and call_env["OMP_NUM_THREADS"] == "3"
+
+
+def test_convert_unknown_format_is_one_clear_line(tmp_path: Path):
+    env, _ = _template_env("convert.sbatch", tmp_path)
+    out, record = _run_template("convert.sbatch", tmp_path, **env, FORMAT="onnx")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["convert.sbatch: FORMAT='onnx' is neither nemo nor hf"]
+    assert not _calls(record, "srun")
+
+
+def test_pipeline_adds_a_convert_stage_after_training(tmp_path: Path):
+    out, record = _pipeline(tmp_path, CONVERT_OUTPUT="/results/run1/convert_nemo/megatron_gpt.nemo", CONVERT_TP="2",
+                            CONVERT_CONFIG="gpt3/convert_gpt3", CONVERT_CPUS="4")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["dataprep=101", "finalize=102", "train=103", "convert=104"]
+    *_, (convert, convert_env) = _calls(record, "sbatch")
+    assert convert == ["--parsable", "--kill-on-invalid-dep=yes", "--dependency=afterok:103", "--cpus-per-task=4",
+                       f"--output={tmp_path}/logs/bignlp-convert-%j.out",
+                       str(REPO / "slurm-templates" / "convert.sbatch")]
+    assert {k: convert_env[k] for k in ("CHECKPOINT", "OUTPUT", "FORMAT", "TP", "PP", "CONFIG")} == {
+        "CHECKPOINT": "/results/run1", "OUTPUT": "/results/run1/convert_nemo/megatron_gpt.nemo", "FORMAT": "nemo",
+        "TP": "2", "PP": "", "CONFIG": "gpt3/convert_gpt3"}
