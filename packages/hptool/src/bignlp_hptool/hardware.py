@@ -1,0 +1,49 @@
+"""GPU kinds: peak FLOP/s, link speeds and what the runtime reserves; overridable per search.
+
+Figures are per device: dense bf16 peak (fp32 for ``cpu``), the NVLink bandwidth one GPU has to
+the others of its node (one direction), the network bandwidth per GPU (one NIC per GPU on DGX),
+and the memory taken before the model (CUDA context, NCCL buffers, allocator slack).
+Memory itself is the search's ``gpu_memory_gb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from bignlp_contracts import ConfigError
+
+
+@dataclass(frozen=True)
+class GPUKind:
+    """One device kind's figures."""
+
+    name: str
+    peak_tflops: float
+    intra_node_gbps: float
+    inter_node_gbps: float
+    reserved_gb: float
+    precision: str  # what the search runs train in: bf16 on GPUs, 32 on CPUs
+    accelerator: str  # bignlp-train's trainer.accelerator
+
+
+GPU_KINDS = {
+    # A100 SXM: 312 TFLOP/s bf16, NVLink 3 600 GB/s bidirectional, HDR 200 Gb/s per GPU (DGX A100)
+    "a100-40gb": GPUKind("a100-40gb", 312.0, 300.0, 25.0, 3.0, "bf16", "gpu"),
+    "a100-80gb": GPUKind("a100-80gb", 312.0, 300.0, 25.0, 3.0, "bf16", "gpu"),
+    # H100/H200 SXM: 989 TFLOP/s bf16, NVLink 4 900 GB/s bidirectional, NDR 400 Gb/s per GPU (DGX H100/H200)
+    "h100-80gb": GPUKind("h100-80gb", 989.0, 450.0, 50.0, 3.0, "bf16", "gpu"),
+    "h200": GPUKind("h200", 989.0, 450.0, 50.0, 3.0, "bf16", "gpu"),
+    # processes on CPU cores with gloo (tests): fp32, shared-memory "links"
+    "cpu": GPUKind("cpu", 0.1, 2.0, 1.0, 0.0, "32", "cpu"),
+}
+
+
+def gpu_kind(settings) -> GPUKind:
+    """The kind ``train_settings`` names (null: the A100 of its memory size), with its overrides applied."""
+    name = settings.gpu_kind or ("a100-40gb" if settings.gpu_memory_gb <= 40 else "a100-80gb")
+    if name not in GPU_KINDS:
+        raise ConfigError(f"train_settings.gpu_kind {name!r} is not known",
+                          hint=f"use one of {', '.join(GPU_KINDS)}, and train_settings.hardware.* for other figures")
+    kind = GPU_KINDS[name]
+    changes = {k: v for k, v in vars(settings.hardware).items() if v is not None}
+    return replace(kind, **changes) if changes else kind

@@ -1,0 +1,246 @@
+"""Memory and step-time model of bignlp-train for one family, layout and GPU kind.
+
+Memory per GPU (the worst pipeline stage), bytes:
+- model state, for the parameters P a stage holds on one TP rank: FSDP2 shards over DP the fp32
+  master weights (4P), the AdamW moments (8P) and the fp32 gradients (4P); with more than one
+  micro-batch per DP rank the gradient is accumulated unsharded in fp32 (4P, no_sync) before the
+  one reduce-scatter; in bf16 FSDP2 gathers a layer's bf16 copy for compute (2 × one layer,
+  current + prefetched). In fp32 (the cpu kind) the parameters are the master weights.
+- activations: the family spec's ``activation_bytes_per_layer`` (Korthikanti et al. 2022) for the
+  recomputation mode, times the layers of the stage, times the micro-batches in flight: 1 without
+  PP, PP on the first stage under 1F1B, × (1 + (PP-1)/(PP·v)) interleaved; plus the logits of one
+  micro-batch on the last stage (bf16 logits, fp32 loss input and its gradient: 10 bytes per
+  vocabulary entry per token) and, for T5, the encoder output once per decoder stage. fp32
+  activations (the cpu kind) count double.
+- the runtime's reserved memory (the GPU kind's figure).
+
+Step time: model FLOPs (the spec's ``flops_per_token``, plus a recomputed forward: all of a
+layer's FLOPs under full recomputation, attention's s² part under selective) at
+``compute_efficiency`` × peak, lowered for small matrix multiplies (work per GEMM row block
+``mbs·s·h/TP`` against ``WORK_HALF``); TP adds an all-reduce per block (attention, cross-attention,
+MLP) in forward and in backward of every micro-batch (one more recomputed), not overlapped; PP adds the 1F1B bubble ``(PP-1)/v`` micro-batch
+times and a point-to-point send per micro-batch and boundary; DP (FSDP2) reduce-scatters fp32 gradients and
+all-gathers bf16 parameters once per step, ``dp_exposed`` of which is not hidden (the published
+runs show it: a constant cost per step as nodes grow), and re-gathers the parameters in forward
+and backward of every micro-batch (reshard after forward), assumed hidden behind compute (a
+variant that let them bound the step fitted the GPT rows as well and missed T5 by 55%). Collectives run at ``comm_efficiency`` × the link:
+NVLink inside a node, across nodes the GPU's own NIC (each GPU of a node is in its own DP group).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .basecfg import ModelShape, pad_vocab
+from .hardware import GPUKind
+
+GB = 1024**3
+WORK_HALF = 1.0e6  # mbs·s·h/TP at which GEMMs reach half the achievable rate's gap (fixed, not calibrated)
+
+
+@dataclass(frozen=True)
+class PerfConstants:
+    """The model's free constants, calibrated on the published GPT-3 rows only (``bignlp-hptool validate``)."""
+
+    compute_efficiency: float = 0.64  # fraction of peak large GEMM-bound layers reach
+    comm_efficiency: float = 1.0  # fraction of link bandwidth collectives reach
+    dp_exposed: float = 1.0  # fraction of DP communication not hidden behind compute
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One parallel layout and batch shape (a search candidate)."""
+
+    tp: int
+    pp: int
+    dp: int
+    mbs: int
+    gbs: int
+    vp: int = 1
+    sp: bool = False
+    recompute: str | None = None  # None, "selective", "full" (block: act_ckpt_layers per stage)
+    act_ckpt_layers: int = 0
+
+    @property
+    def num_micro_batches(self) -> int:
+        """Micro-batches per DP rank per step."""
+        return self.gbs // (self.mbs * self.dp)
+
+    @property
+    def name(self) -> str:
+        rc = "sel" if self.recompute == "selective" else f"ac{self.act_ckpt_layers}"
+        return (f"tp{self.tp}_pp{self.pp}" + (f"_vp{self.vp}" if self.vp > 1 else "") +
+                f"_mbs{self.mbs}_{rc}" + ("_sp" if self.sp else ""))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model predicts for one layout."""
+
+    memory_bytes: float
+    memory_parts: dict
+    step_time_s: float
+    time_parts: dict
+    tokens_per_s: float
+    tflops_per_gpu: float  # model TFLOP/s per GPU
+
+    @property
+    def memory_gb(self) -> float:
+        return self.memory_bytes / GB
+
+
+def _stack_layers(shape: ModelShape, pp: int) -> list[tuple[str, int]]:
+    """[(stack, layers of that stack on the stage)] for the first and the last stage."""
+    if shape.family == "gpt":
+        n = shape.arch.num_layers // pp
+        return [("layers", n), ("layers", n)]
+    a = shape.arch
+    if pp == 1:
+        return [("both", 0), ("both", 0)]
+    enc_stages = (pp + 1) // 2
+    return [("encoder", a.encoder_num_layers // enc_stages), ("decoder", a.decoder_num_layers // (pp - enc_stages))]
+
+
+def _layer_params(shape: ModelShape, stack: str) -> float:
+    """Parameters of one layer of ``stack`` (from the spec's count, by difference)."""
+    from dataclasses import replace
+
+    count = shape.spec.count_parameters
+    a = shape.arch
+    if shape.family == "gpt":
+        return count(replace(a, num_layers=2)) - count(replace(a, num_layers=1))
+    if stack == "encoder":
+        return count(replace(a, encoder_num_layers=2)) - count(replace(a, encoder_num_layers=1))
+    return count(replace(a, decoder_num_layers=2)) - count(replace(a, decoder_num_layers=1))
+
+
+def _act_per_layer(shape: ModelShape, layout: Layout, stack: str, recompute: str | None) -> float:
+    kw = dict(seq_length=shape.seq_length, micro_batch_size=layout.mbs, tensor_parallel_size=layout.tp,
+              sequence_parallel=layout.sp, recompute=recompute)
+    if shape.family == "gpt":
+        return shape.spec.activation_bytes_per_layer(shape.arch, **kw)
+    return shape.spec.activation_bytes_per_layer(shape.arch, stack=stack, seq_length_dec=shape.seq_length_dec, **kw)
+
+
+def _stage_activations(shape: ModelShape, layout: Layout, stack: str, layers: int) -> float:
+    """Activations one micro-batch leaves on a stage holding ``layers`` layers of ``stack``."""
+    if layout.recompute == "selective":
+        return layers * _act_per_layer(shape, layout, stack, "selective")
+    k = min(layout.act_ckpt_layers, layers)
+    return k * _act_per_layer(shape, layout, stack, "full") + (layers - k) * _act_per_layer(shape, layout, stack, None)
+
+
+def predict_memory(shape: ModelShape, layout: Layout, kind: GPUKind) -> tuple[float, dict]:
+    """Peak bytes on the worst GPU and its parts (``states``, ``activations``, ``logits``, ``reserved``)."""
+    a = shape.arch
+    tp, pp, dp, m = layout.tp, layout.pp, layout.dp, layout.num_micro_batches
+    vocab = pad_vocab(a.vocab_size, tp)
+    h = a.hidden_size
+    emb = vocab * h + (h * a.max_position_embeddings * (1 if shape.family == "gpt" else 2))
+    bf16 = kind.precision == "bf16"
+    act_scale = 1.0 if bf16 else 2.0
+    worst: tuple[float, dict] = (0.0, {})
+    stages = _stack_layers(shape, pp)
+    for idx, (stack, layers) in enumerate(stages):
+        first, last = idx == 0, idx == len(stages) - 1 or pp == 1
+        if shape.family == "t5" and pp == 1:
+            enc = _layer_params(shape, "encoder")
+            dec = _layer_params(shape, "decoder")
+            layer_params = a.encoder_num_layers * enc + a.decoder_num_layers * dec
+            biggest_layer = max(enc, dec)
+            act = (_stage_activations(shape, layout, "encoder", a.encoder_num_layers)
+                   + _stage_activations(shape, layout, "decoder", a.decoder_num_layers))
+        else:
+            per = _layer_params(shape, stack)
+            layer_params, biggest_layer = layers * per, per
+            act = _stage_activations(shape, layout, stack, layers)
+        params = (layer_params + (emb if first or last else 0)) / tp
+        if bf16:
+            states = 16 * params / dp + 2 * 2 * biggest_layer / tp
+        else:
+            states = 4 * params + 12 * params / dp  # fp32 weights unsharded while computing, grads+moments sharded
+        if m > 1 and dp > 1:
+            states += 4 * params  # no_sync: the unsharded fp32 gradient accumulates before the reduce-scatter
+        if pp > 1:
+            in_flight = min(m, pp) if idx == 0 else 1  # 1F1B: the first stage holds PP micro-batches
+            if layout.vp > 1 and idx == 0:
+                in_flight *= 1 + (pp - 1) / (pp * layout.vp)
+        else:
+            in_flight = 1
+        act *= in_flight
+        if shape.family == "t5" and (pp == 1 or stack == "decoder"):
+            act += 2 * shape.seq_length * layout.mbs * h / (tp if layout.sp else 1)  # encoder output, once
+        s_out = shape.seq_length_dec or shape.seq_length
+        logits = 10 * layout.mbs * s_out * vocab / tp if last else 0.0
+        parts = {"states": states, "activations": act * act_scale, "logits": logits * (1 if bf16 else 1.2),
+                 "reserved": kind.reserved_gb * GB}
+        total = sum(parts.values())
+        if total > worst[0]:
+            worst = (total, parts)
+    return worst
+
+
+def _ring(bytes_: float, n: int, bw: float) -> float:
+    """Seconds of an all-gather/reduce-scatter of ``bytes_`` (the whole buffer) over ``n`` ranks at ``bw`` B/s."""
+    return 0.0 if n <= 1 else bytes_ * (n - 1) / n / bw
+
+
+def predict_step_time(shape: ModelShape, layout: Layout, kind: GPUKind, *, gpus_per_node: int,
+                      constants: PerfConstants = PerfConstants()) -> tuple[float, dict]:
+    """Seconds per optimizer step and their parts (``compute``, ``tp``, ``bubble``, ``p2p``, ``dp``)."""
+    a = shape.arch
+    tp, pp, dp, m = layout.tp, layout.pp, layout.dp, layout.num_micro_batches
+    h = a.hidden_size
+    s = shape.seq_length
+    tokens_mb = layout.mbs * s
+    flops_token = shape.flops_per_token()
+    # a recomputed forward: all FLOPs of the recomputed layers (1/3 of their 6), attention's s² part under selective
+    if layout.recompute == "selective":
+        heads_dim = a.num_attention_heads * a.kv_channels
+        extra = 4.0 * heads_dim * s * (shape.num_layers if shape.family == "gpt" else a.encoder_num_layers)
+    elif layout.act_ckpt_layers > 0:
+        layers_stage = max(1, shape.num_layers // pp)
+        extra = flops_token / 3 * min(1.0, layout.act_ckpt_layers / layers_stage)
+    else:
+        extra = 0.0
+    work = layout.mbs * s * h / tp
+    eff = constants.compute_efficiency * work / (work + WORK_HALF)
+    peak = kind.peak_tflops * 1e12
+    t_compute_mb = (flops_token + extra) * tokens_mb / (tp * pp) / (peak * eff)
+    # TP: per block (attention, cross-attention, MLP) one all-reduce forward, one backward, one more recomputed
+    blocks = 2 * a.num_layers if shape.family == "gpt" else a.encoder_num_layers * 2 + a.decoder_num_layers * 3
+    blocks_stage = blocks / pp
+    per_block = 3 if layout.act_ckpt_layers > 0 else 2
+    tp_bw = (kind.intra_node_gbps if tp <= gpus_per_node else kind.inter_node_gbps) * 1e9 * constants.comm_efficiency
+    ar_bytes = 2.0 * tokens_mb * h
+    t_tp_mb = 0.0 if tp == 1 else blocks_stage * per_block * 2 * _ring(ar_bytes, tp, tp_bw)
+    t_mb = t_compute_mb + t_tp_mb
+    bubble = (pp - 1) / layout.vp * t_mb
+    link = kind.intra_node_gbps if tp * pp <= gpus_per_node else kind.inter_node_gbps
+    p2p = 0.0 if pp == 1 else m * layout.vp * 2 * (2.0 * tokens_mb * h / (tp if layout.sp else 1)) / (
+        link * 1e9 * constants.comm_efficiency)
+    t_pipe = m * t_mb + bubble + p2p
+    # DP: once per step a reduce-scatter of fp32 gradients and an all-gather of bf16 parameters (exposed:
+    # dp_exposed of it), and FSDP2's re-gathers in every micro-batch's forward and backward (hidden behind compute)
+    params_stage = (shape.num_parameters / pp) / tp
+    per_node = max(1, gpus_per_node // (tp * pp))  # ranks of one DP group on a node
+    group_nodes = math.ceil(dp / per_node)
+    dp_bw = kind.intra_node_gbps if group_nodes <= 1 else kind.inter_node_gbps  # every GPU drives its own NIC
+    dp_bw *= 1e9 * constants.comm_efficiency
+    t_dp_once = _ring(6.0 * params_stage, dp, dp_bw)
+    t_dp_overlapped = _ring(4.0 * params_stage * m, dp, dp_bw)
+    step = t_pipe + constants.dp_exposed * t_dp_once  # the re-gathers are assumed hidden
+    return step, {"compute": m * t_compute_mb, "tp": m * t_tp_mb, "bubble": bubble, "p2p": p2p, "dp_exposed": constants.dp_exposed * t_dp_once,
+                  "dp_overlapped": t_dp_overlapped}
+
+
+def predict(shape: ModelShape, layout: Layout, kind: GPUKind, *, gpus_per_node: int,
+            constants: PerfConstants = PerfConstants()) -> Prediction:
+    """Memory and step time of ``layout`` (the search's and ``validate``'s entry point)."""
+    mem, mem_parts = predict_memory(shape, layout, kind)
+    step, time_parts = predict_step_time(shape, layout, kind, gpus_per_node=gpus_per_node, constants=constants)
+    tokens = layout.gbs * shape.seq_length / step
+    num_gpus = layout.tp * layout.pp * layout.dp
+    return Prediction(memory_bytes=mem, memory_parts=mem_parts, step_time_s=step, time_parts=time_parts,
+                      tokens_per_s=tokens, tflops_per_gpu=tokens * shape.flops_per_token() / num_gpus / 1e12)
