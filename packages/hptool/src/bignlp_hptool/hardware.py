@@ -24,6 +24,7 @@ class GPUKind:
     reserved_gb: float
     precision: str  # what the search runs train in: bf16 on GPUs, 32 on CPUs
     accelerator: str  # bignlp-train's trainer.accelerator
+    work_half: float = 1.0e6  # mbs·s·h/TP at which matrix multiplies reach half the achievable rate (not calibrated)
 
 
 GPU_KINDS = {
@@ -34,7 +35,7 @@ GPU_KINDS = {
     "h100-80gb": GPUKind("h100-80gb", 989.0, 450.0, 50.0, 3.0, "bf16", "gpu"),
     "h200": GPUKind("h200", 989.0, 450.0, 50.0, 3.0, "bf16", "gpu"),
     # processes on CPU cores with gloo (tests): fp32, shared-memory "links"
-    "cpu": GPUKind("cpu", 0.1, 2.0, 1.0, 0.0, "32", "cpu"),
+    "cpu": GPUKind("cpu", 0.1, 2.0, 1.0, 0.0, "32", "cpu", work_half=1.0e3),
 }
 
 

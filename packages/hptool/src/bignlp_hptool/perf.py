@@ -17,14 +17,16 @@ Memory per GPU (the worst pipeline stage), bytes:
 Step time: model FLOPs (the spec's ``flops_per_token``, plus a recomputed forward: all of a
 layer's FLOPs under full recomputation, attention's s² part under selective) at
 ``compute_efficiency`` × peak, lowered for small matrix multiplies (work per GEMM row block
-``mbs·s·h/TP`` against ``WORK_HALF``); TP adds an all-reduce per block (attention, cross-attention,
-MLP) in forward and in backward of every micro-batch (one more recomputed), not overlapped; PP adds the 1F1B bubble ``(PP-1)/v`` micro-batch
-times and a point-to-point send per micro-batch and boundary; DP (FSDP2) reduce-scatters fp32 gradients and
-all-gathers bf16 parameters once per step, ``dp_exposed`` of which is not hidden (the published
-runs show it: a constant cost per step as nodes grow), and re-gathers the parameters in forward
-and backward of every micro-batch (reshard after forward), assumed hidden behind compute (a
-variant that let them bound the step fitted the GPT rows as well and missed T5 by 55%). Collectives run at ``comm_efficiency`` × the link:
-NVLink inside a node, across nodes the GPU's own NIC (each GPU of a node is in its own DP group).
+``mbs·s·h/TP`` against the kind's ``work_half``); TP adds an all-reduce per block (attention,
+cross-attention, MLP) in forward and in backward of every micro-batch (one more recomputed), not
+overlapped; PP adds the 1F1B bubble ``(PP-1)/v`` micro-batch times and a point-to-point send per
+micro-batch and boundary; DP (FSDP2) reduce-scatters fp32 gradients and all-gathers bf16
+parameters once per step, ``dp_exposed`` of which is not hidden (the published runs show it: a
+constant cost per step as nodes grow), and re-gathers the parameters in forward and backward of
+every micro-batch (reshard after forward), assumed hidden behind compute (a variant that let them
+bound the step fitted the GPT rows as well and missed T5 by 55%). Collectives run at
+``comm_efficiency`` × the link: NVLink inside a node, across nodes the GPU's own NIC (each GPU of
+a node is in its own DP group).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from .basecfg import ModelShape, pad_vocab
 from .hardware import GPUKind
 
 GB = 1024**3
-WORK_HALF = 1.0e6  # mbs·s·h/TP at which GEMMs reach half the achievable rate's gap (fixed, not calibrated)
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,9 @@ def predict_memory(shape: ModelShape, layout: Layout, kind: GPUKind) -> tuple[fl
             layer_params, biggest_layer = layers * per, per
             act = _stage_activations(shape, layout, stack, layers)
         params = (layer_params + (emb if first or last else 0)) / tp
-        if bf16:
-            states = 16 * params / dp + 2 * 2 * biggest_layer / tp
-        else:
-            states = 4 * params + 12 * params / dp  # fp32 weights unsharded while computing, grads+moments sharded
+        # bf16: sharded fp32 master + moments + gradient, two gathered bf16 layers; fp32: the weights
+        # unsharded while computing, gradients and moments sharded
+        states = 16 * params / dp + 2 * 2 * biggest_layer / tp if bf16 else 4 * params + 12 * params / dp
         if m > 1 and dp > 1:
             states += 4 * params  # no_sync: the unsharded fp32 gradient accumulates before the reduce-scatter
         if pp > 1:
@@ -205,7 +205,7 @@ def predict_step_time(shape: ModelShape, layout: Layout, kind: GPUKind, *, gpus_
     else:
         extra = 0.0
     work = layout.mbs * s * h / tp
-    eff = constants.compute_efficiency * work / (work + WORK_HALF)
+    eff = constants.compute_efficiency * work / (work + kind.work_half)
     peak = kind.peak_tflops * 1e12
     t_compute_mb = (flops_token + extra) * tokens_mb / (tp * pp) / (peak * eff)
     # TP: per block (attention, cross-attention, MLP) one all-reduce forward, one backward, one more recomputed
@@ -231,7 +231,8 @@ def predict_step_time(shape: ModelShape, layout: Layout, kind: GPUKind, *, gpus_
     t_dp_once = _ring(6.0 * params_stage, dp, dp_bw)
     t_dp_overlapped = _ring(4.0 * params_stage * m, dp, dp_bw)
     step = t_pipe + constants.dp_exposed * t_dp_once  # the re-gathers are assumed hidden
-    return step, {"compute": m * t_compute_mb, "tp": m * t_tp_mb, "bubble": bubble, "p2p": p2p, "dp_exposed": constants.dp_exposed * t_dp_once,
+    return step, {"compute": m * t_compute_mb, "tp": m * t_tp_mb, "bubble": bubble, "p2p": p2p,
+                  "dp_exposed": constants.dp_exposed * t_dp_once,
                   "dp_overlapped": t_dp_overlapped}
 
 

@@ -69,7 +69,10 @@ def layout_problem(shape: ModelShape, layout: Layout) -> str | None:
     elif layout.pp > 1:
         enc = (layout.pp + 1) // 2
         if layout.pp == 1 or layout.pp % 2 or a.encoder_num_layers % enc or a.decoder_num_layers % (layout.pp - enc):
-            return f"encoder/decoder layers {a.encoder_num_layers}/{a.decoder_num_layers} do not split over PP {layout.pp}"
+            return (f"encoder/decoder layers {a.encoder_num_layers}/{a.decoder_num_layers} "
+                    f"do not split over PP {layout.pp}")
+    if layout.dp == 0:
+        return f"TP x PP = {layout.tp * layout.pp} does not divide the GPUs of whole nodes"
     if layout.gbs % (layout.mbs * layout.dp):
         return f"GBS {layout.gbs} % (MBS {layout.mbs} x DP {layout.dp}) != 0"
     m = layout.num_micro_batches
@@ -87,7 +90,8 @@ def candidate_grid(cfg: HPToolConfig, shape: ModelShape, gbs: int) -> list[tuple
         t for t in _powers(min(8, gpn)) if shape.num_attention_heads % t == 0]
     pps = ts.pipeline_parallel_sizes if ts.pipeline_parallel_sizes != "auto" else [
         p for p in _powers(min(32, shape.num_layers)) if (shape.num_layers % p == 0)]
-    mbss = ts.micro_batch_sizes if ts.micro_batch_sizes != "auto" else [1, 2, 4, 8] + ([16, 32] if shape.family == "t5" else [])
+    auto_mbs = [1, 2, 4, 8] + ([16, 32] if shape.family == "t5" else [])
+    mbss = ts.micro_batch_sizes if ts.micro_batch_sizes != "auto" else auto_mbs
     vps = ts.virtual_pipeline_sizes if ts.virtual_pipeline_sizes != "auto" else [1, 2]
     out = []
     for tp, pp, mbs, vp in itertools.product(tps, pps, mbss, vps):
@@ -95,9 +99,7 @@ def candidate_grid(cfg: HPToolConfig, shape: ModelShape, gbs: int) -> list[tuple
             continue
         nodes = ts.override_search_num_nodes if ts.override_search_num_nodes != "auto" else math.ceil(tp * pp / gpn)
         world = nodes * gpn
-        if world % (tp * pp):
-            continue
-        dp = world // (tp * pp)
+        dp = world // (tp * pp) if world % (tp * pp) == 0 else 0  # 0: refused by layout_problem
         per_stage = max(1, layers // pp)
         ckpts = ts.act_ckpt_layers if ts.act_ckpt_layers != "auto" else sorted({0, 1, per_stage // 2, per_stage})
         modes = [(None, k) for k in ckpts if k <= per_stage]
@@ -112,13 +114,14 @@ def candidate_grid(cfg: HPToolConfig, shape: ModelShape, gbs: int) -> list[tuple
 
 
 def admit(cfg: HPToolConfig, shape: ModelShape, kind: GPUKind, gbs: int,
-          constants: PerfConstants = PerfConstants()) -> list[Candidate]:
+          constants: PerfConstants | None = None) -> list[Candidate]:
     """The grid, each candidate predicted and marked admitted or predicted-OOM, best predicted tokens/s per GPU first.
 
     Layouts bignlp-train would refuse are dropped; when explicit TP/PP lists leave none, a
     ConfigError says why each (TP, PP) fails.
     """
     ts = cfg.train_settings
+    constants = constants or PerfConstants()
     budget = ts.gpu_memory_gb * (1 - ts.memory_margin)
     out, problems = [], {}
     for layout, nodes in candidate_grid(cfg, shape, gbs):
@@ -146,7 +149,8 @@ def admit(cfg: HPToolConfig, shape: ModelShape, kind: GPUKind, gbs: int,
                           hint="widen tensor_parallel_sizes / pipeline_parallel_sizes, lower micro_batch_sizes, "
                                "or raise gpu_memory_gb")
     # per GPU: candidates run on different node counts; the full run's throughput scales with its GPUs
-    out.sort(key=lambda c: (c.status != "admitted", -c.prediction.tokens_per_s / (c.layout.tp * c.layout.pp * c.layout.dp)))
+    out.sort(key=lambda c: (c.status != "admitted",
+                            -c.prediction.tokens_per_s / (c.layout.tp * c.layout.pp * c.layout.dp)))
     return out
 
 

@@ -34,7 +34,7 @@ def _fit_gbs(gbs: int, mbs: int, dp: int) -> int:
 def base_train_config(model_type: str, shape: ModelShape, *, size_in_b: float, layout: dict, num_nodes: int,
                       gpus_per_node: int, days: float, num_tokens_in_b: float, precision: str = "bf16",
                       accelerator: str = "gpu") -> dict:
-    """A complete bignlp-train config for ``shape`` trained on ``num_nodes`` for ``days`` (the launcher's base config)."""
+    """A complete bignlp-train config for ``shape`` on ``num_nodes`` for ``days`` (the launcher's base config)."""
     tp, pp, mbs = layout["tp"], layout["pp"], layout["mbs"]
     dp = max(1, num_nodes * gpus_per_node // (tp * pp))
     gbs = _fit_gbs(layout["gbs"], mbs, dp)
@@ -133,6 +133,9 @@ def candidate_train_config(base: dict, candidate, *, num_nodes: int, gpus_per_no
                  activations_checkpoint_num_layers=None)
     if data_prefix is not None:
         m["data"]["data_prefix"] = list(data_prefix) if isinstance(data_prefix, (list, tuple)) else [1.0, data_prefix]
+    m["data"]["splits_string"] = "100,0,0"  # no validation or test in a measured run: all data to train
+    # the full run's learning-rate schedule, cut short (its warmup + constant steps exceed a short run)
+    m["optim"]["sched"]["max_steps"] = m["optim"]["sched"]["max_steps"] or cfg["trainer"]["max_steps"]
     seconds = max(60, int(max_minutes * 60))
     cfg["trainer"].update(num_nodes=num_nodes, devices=gpus_per_node, max_steps=max_steps, log_every_n_steps=1,
                           val_check_interval=max_steps, limit_val_batches=0, limit_test_batches=0,
