@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bignlp_contracts import InputError, RetryableError
-from bignlp_dataprep.download import download, fetch_sha256sums, parse_sha256sums
+from bignlp_contracts.download import download, fetch_sha256sums, parse_sha256sums
 
 FAST = {"backoff_s": 0.01, "timeout_s": 10, "progress": False}
 

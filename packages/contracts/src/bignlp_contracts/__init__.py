@@ -18,9 +18,11 @@ from .config import (
     save_config,
     to_dict,
 )
+from .download import content_length, download, fetch_sha256sums, file_lock, is_url, parse_sha256sums
 from .errors import ArtifactError, BigNLPError, ConfigError, InputError, RetryableError, exit_on_error
 from .kinds import (
     CHECKPOINT_KINDS,
+    EVALUATION,
     GPT_CHECKPOINT,
     HF_MODEL,
     KINDS,
@@ -61,15 +63,16 @@ from .runenv import RunEnv, discover_run_env, expand_hostlist
 from .runlock import LockHolder, RunDirBusyError, RunLock, lock_run_dir, probe_run_lock, read_lock_holder
 from .verify import FileProblem, check_files, share_files
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "MANIFEST_NAME", "KINDS", "MEGATRON_DATASET", "MODEL_CHECKPOINT", "GPT_CHECKPOINT", "CHECKPOINT_KINDS",
-    "NEMO_ARCHIVE", "HF_MODEL",
+    "NEMO_ARCHIVE", "HF_MODEL", "EVALUATION",
     "ArtifactKind", "ArtifactError", "BigNLPError", "ConfigError", "DatasetRef", "FileProblem", "InputError",
     "LockHolder", "Manifest", "Producer", "RetryableError", "RunDirBusyError", "RunEnv", "RunLock",
     "apply_overrides", "atomic_directory", "atomic_output_file", "atomic_write_bytes", "atomic_write_text",
-    "check_files", "checkpoint_dir_name", "checkpoint_family", "checkpoint_problem", "checkpoint_vocab_size",
+    "check_files", "content_length", "download", "fetch_sha256sums", "file_lock", "is_url", "parse_sha256sums",
+    "checkpoint_dir_name", "checkpoint_family", "checkpoint_problem", "checkpoint_vocab_size",
     "dataset_prefix_name", "discover_run_env",
     "dump_config", "exit_on_error",
     "expand_hostlist", "from_dict", "get_kind", "git_commit", "input_record", "latest_checkpoint", "load_config",

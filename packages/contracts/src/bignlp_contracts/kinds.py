@@ -105,8 +105,23 @@ HF_MODEL = ArtifactKind(
     required_files=("config.json",),
 )
 
+EVALUATION = ArtifactKind(
+    name="evaluation",
+    kind_version=1,
+    description=(
+        "An evaluation of one model: results.json (lm-evaluation-harness's results, configs and versions per "
+        "task), results.md and results.csv (one row per task and metric: acc, acc_norm, perplexity, "
+        "word_perplexity, byte_perplexity, bits_per_byte) and the resolved config as config.yaml. "
+        "summary.tasks lists the tasks, summary.metrics maps task → metric → value; inputs[] names the "
+        "checkpoint by its manifest's sha256."
+    ),
+    produced_by="bignlp-evaluate harness --checkpoint RUN_DIR --tasks all_tasks --data-dir DIR --output DIR",
+    required_files=("results.json",),
+)
+
 KINDS: dict[str, ArtifactKind] = {
-    k.name: k for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION, NEMO_ARCHIVE, HF_MODEL)
+    k.name: k
+    for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION, NEMO_ARCHIVE, HF_MODEL, EVALUATION)
 }
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 from bignlp_contracts import ConfigError, InputError, atomic_write_text
+from bignlp_contracts.download import content_length, file_lock, is_url
 
-from .download import content_length, file_lock, is_url
 from .recipes import RAW_DIR, TOKENIZER_DIR_NAME, Item, RecipeBase, TrainTokenizerArgs
 
 HF_C4_URL = "https://huggingface.co/datasets/allenai/c4/resolve/main"

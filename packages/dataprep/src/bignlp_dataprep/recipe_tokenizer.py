@@ -16,10 +16,10 @@ import contextlib
 from pathlib import Path
 
 from bignlp_contracts import ArtifactError, to_dict
+from bignlp_contracts.download import download, file_lock
 from bignlp_contracts.manifest import sha256_file
 from bignlp_tokenizers import TokenizerSpec
 
-from .download import download, file_lock
 from .recipes import Item, Recipe
 from .shards import read_marker, remove_stale_temporaries, write_marker
 

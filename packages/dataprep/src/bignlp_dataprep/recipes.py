@@ -19,10 +19,10 @@ from typing import Literal
 
 from bignlp_contracts import ConfigError, apply_overrides, load_config, load_yaml
 from bignlp_contracts.config import resolve_config_path
+from bignlp_contracts.download import is_url
 from bignlp_tokenizers import canonical_tokenizer_type
 
 from .config import ON_ERROR
-from .download import is_url
 from .extract import extracted_name
 from .shards import parse_file_numbers
 from .spm_train import MODEL_TYPES

@@ -31,10 +31,10 @@ from bignlp_contracts import (
     to_dict,
     write_manifest,
 )
+from bignlp_contracts.download import fetch_sha256sums
 from bignlp_contracts.manifest import MANIFEST_NAME, sha256_file
 from bignlp_tokenizers import Tokenizer, TokenizerSpec, build_tokenizer
 
-from .download import fetch_sha256sums
 from .encode import SKIP_REASONS
 from .extract import extract
 from .preprocess import CONFIG_NAME, copy_tokenizer_files, file_mode, producer, tokenizer_summary, write_pairs

@@ -1,9 +1,13 @@
 """HTTP(S) downloads that survive flaky networks: resume, retry with backoff, verify, rename.
 
+Shared by the stages that fetch inputs (``bignlp-dataprep`` corpora and tokenizers,
+``bignlp-evaluate download`` task files); moved here from bignlp-dataprep.
+
 A download streams into ``DEST.part``; an interrupted one (a cut connection, a
 timeout, a killed process) is resumed with an HTTP ``Range`` request, from where
 the ``.part`` file ends. Only a complete, verified file is renamed to ``DEST``,
-so the presence of ``DEST`` means "downloaded". Standard library only (urllib).
+so the presence of ``DEST`` means "downloaded". Standard library only (urllib); the progress bar
+is tqdm's when tqdm is installed, else a line on stderr every few seconds.
 
 Failures a later attempt may cure (connection reset, truncated body, timeout,
 HTTP 5xx/429) are retried with exponential backoff and end in RetryableError
@@ -27,13 +31,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
-from bignlp_contracts import InputError, RetryableError, sha256_file
+from .errors import InputError, RetryableError
+from .manifest import sha256_file
 
 _CHUNK = 1 << 20
 _MAX_BACKOFF_S = 60.0
-USER_AGENT = "bignlp-dataprep"
+USER_AGENT = "bignlp"
 
 
 class _Transient(Exception):
@@ -108,9 +111,8 @@ def _attempt(url: str, part: Path, *, size: int | None, timeout_s: float, progre
                 f.seek(start)
                 f.truncate()
                 received = 0
-                with tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                          desc=part.name.removesuffix(".part"), file=sys.stderr, leave=False,
-                          disable=None if progress else True, dynamic_ncols=True) as bar:
+                with _progress_bar(total=total, initial=start, desc=part.name.removesuffix(".part"),
+                                   enabled=progress) as bar:
                     for chunk in _read_chunks(resp):
                         f.write(chunk)
                         received += len(chunk)
@@ -128,7 +130,7 @@ def _attempt(url: str, part: Path, *, size: int | None, timeout_s: float, progre
         if exc.code == 429 or exc.code >= 500:
             raise _Transient(f"HTTP {exc.code}") from exc
         raise InputError(f"download of {url} failed: HTTP {exc.code} {exc.reason}",
-                         hint="check the URL (the_pile_url, download_vocab_url, ...)") from None
+                         hint="check the URL") from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, (OSError, socket.timeout)):
             raise _Transient(str(exc.reason)) from exc
@@ -136,6 +138,34 @@ def _attempt(url: str, part: Path, *, size: int | None, timeout_s: float, progre
     except (ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException) as exc:
         # resets, timeouts, IncompleteRead; local write errors (disk full) are not retried
         raise _Transient(str(exc) or exc.__class__.__name__) from exc
+
+
+class _LineProgress:
+    """tqdm's ``update`` without tqdm: one stderr line at most every 10 s (bytes so far, of the total if known)."""
+
+    def __init__(self, total: int | None, initial: int, desc: str, enabled: bool) -> None:
+        self.total, self.done, self.desc, self.enabled = total, initial, desc, enabled
+        self.last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self.last >= 10:
+            self.last = now
+            of = f" of {self.total / 2**20:.1f}" if self.total else ""
+            sys.stderr.write(f"{self.desc}: {self.done / 2**20:.1f}{of} MiB\n")
+
+
+@contextlib.contextmanager
+def _progress_bar(*, total: int | None, initial: int, desc: str, enabled: bool) -> Iterator:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # contracts needs nothing but pyyaml
+        yield _LineProgress(total, initial, desc, enabled)
+        return
+    with tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+              file=sys.stderr, leave=False, disable=None if enabled else True, dynamic_ncols=True) as bar:
+        yield bar
 
 
 def _start_of(resp, offset: int) -> int:

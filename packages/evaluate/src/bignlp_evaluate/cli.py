@@ -1,0 +1,130 @@
+"""``bignlp-evaluate``: a thin click skin over the library (the only module that imports click)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bignlp_contracts import ConfigError, exit_on_error
+
+from . import __version__
+from .config import load_evaluation_config, resolve_checkpoint, shipped_configs, torch_dtype_name
+
+PROG = "bignlp-evaluate"
+
+
+def _log(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def main() -> None:
+    """Evaluate BigNLP GPT checkpoints zero-shot on lm-evaluation-harness tasks, from local task files.
+
+    The seed's tasks: lambada, boolq, race, piqa, hellaswag, winogrande, wikitext2, wikitext103
+    (all_tasks); any other lm-eval task name passes through. Results are an evaluation artifact
+    (results.json, results.md, results.csv, manifest.json).
+    """
+
+
+@main.command("harness")
+@click.option("--config", "config_name", metavar="NAME_OR_PATH",
+              help=f"evaluation config with the NeMo launcher's keys (evaluation.run.*, evaluation.model.*): "
+                   f"shipped ({', '.join(shipped_configs())}) or a YAML path. Flags override it.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), metavar="DIR",
+              help="a GPT model checkpoint, or a training run directory (its latest checkpoint) "
+                   "[default: model.checkpoint_folder + model.checkpoint_name of --config].")
+@click.option("--tasks", metavar="LIST", help="comma list of lambada, boolq, race, piqa, hellaswag, winogrande, "
+                                              "wikitext2, wikitext103, or all_tasks, or lm-eval task names "
+                                              "[default: run.tasks, all_tasks].")
+@click.option("--data-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="the task files, one <task>.jsonl each (see `bignlp-evaluate download`) [default: run.data_dir].")
+@click.option("--output", type=click.Path(path_type=Path), metavar="DIR",
+              help="the evaluation artifact to write; must be new or empty [default: run.results_dir].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="requests per forward [default: model.eval_batch_size, 4].")
+@click.option("--precision", type=click.Choice(["32", "bf16", "16"]), default=None,
+              help="parameter precision [default: model.precision; 32 without --config].")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or auto [default: model.device, auto].")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="only the first N documents of each task (a smoke test, not a score) [default: run.limit].")
+@click.argument("overrides", nargs=-1, metavar="[KEY.SUB=VALUE]...")
+def harness_command(config_name, checkpoint, tasks, data_dir, output, batch_size, precision, device, limit,
+                    overrides) -> None:
+    """Run lm-evaluation-harness tasks on a GPT checkpoint and write an evaluation artifact.
+
+    \b
+    Examples:
+      bignlp-evaluate harness --checkpoint results/gpt3_126m --tasks all_tasks --data-dir data/eval_harness \\
+          --output results/gpt3_126m/eval_all
+      bignlp-evaluate harness --config gpt3/evaluate_all run.model_train_name=gpt3_126m model.eval_batch_size=16
+    """
+    from bignlp_contracts import to_dict
+
+    from .harness import evaluate_checkpoint
+
+    with exit_on_error(PROG):
+        cfg = load_evaluation_config(config_name, overrides)
+        m, run = cfg.model, cfg.run
+        if precision is not None:
+            m.precision = precision
+        elif config_name is None and not any(o.split("=")[0].endswith("precision") for o in overrides):
+            m.precision = "32"  # bf16 is the launcher's default for GPUs; a bare command runs anywhere
+        m.eval_batch_size = batch_size or m.eval_batch_size
+        m.device = device or m.device
+        run.tasks = tasks or run.tasks
+        run.limit = limit or run.limit
+        if checkpoint is None:
+            if not m.checkpoint_folder:
+                raise ConfigError("no checkpoint to evaluate",
+                                  hint="give --checkpoint DIR (or --config with model.checkpoint_folder)")
+            checkpoint = resolve_checkpoint(m.checkpoint_folder, m.checkpoint_name)
+        run.data_dir = str(data_dir) if data_dir is not None else run.data_dir
+        if not run.data_dir:
+            raise ConfigError("no task data directory", hint="give --data-dir DIR (or run.data_dir=DIR)")
+        run.results_dir = str(output) if output is not None else run.results_dir
+        if not run.results_dir:
+            raise ConfigError("no output directory", hint="give --output DIR (or run.results_dir=DIR)")
+        evaluate_checkpoint(checkpoint, tasks=run.tasks, data_dir=run.data_dir, output=run.results_dir,
+                            batch_size=m.eval_batch_size, dtype=torch_dtype_name(m.precision),
+                            device=_device(m.device), limit=run.limit, config=to_dict(cfg), log=_log)
+        click.echo(str(Path(run.results_dir) / "results.md"))
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@main.command("download")
+@click.option("--tasks", required=True, metavar="LIST", help="comma list of task names, or all_tasks.")
+@click.option("--data-dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="where the <task>.jsonl files go.")
+@click.option("--url-base", metavar="URL", help="fetch URL/<task>.jsonl for every task not in --urls-config.")
+@click.option("--urls-config", type=click.Path(path_type=Path, exists=True, dir_okay=False), metavar="FILE",
+              help="YAML: task → URL, or task → {url: URL, sha256: HEX} (checked after the download).")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+              help="attempts after the first for a failing download (resumed where it stopped).")
+def download_command(tasks, data_dir, url_base, urls_config, retries) -> None:
+    """Fetch task files into DIR, resumably, checking sha256 where given and each file's rows.
+
+    \b
+    Examples:
+      bignlp-evaluate download --tasks all_tasks --data-dir data/eval_harness --url-base https://mirror.example/eval
+      bignlp-evaluate download --tasks lambada,piqa --data-dir data/eval_harness --urls-config urls.yaml
+    """
+    from .download import download_tasks, load_urls_config, task_sources
+    from .tasks import STANDARD_TASKS, parse_task_names, resolve_tasks
+
+    with exit_on_error(PROG):
+        names = parse_task_names(tasks)
+        specs = resolve_tasks(names, known_lm_eval_tasks=[] if set(names) <= set(STANDARD_TASKS) else None)
+        urls = load_urls_config(urls_config) if urls_config else None
+        sources = task_sources(specs, url_base=url_base, urls=urls)
+        for path in download_tasks(sources, data_dir, retries=retries, log=_log):
+            click.echo(str(path))
