@@ -38,3 +38,22 @@ def hf_datasets_cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("hf_datasets")
     os.environ["HF_DATASETS_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def task_server():
+    """(base URL, served directory) of ``task_server.py`` run as a subprocess on 127.0.0.1, stopped by PID after."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from evaluate_helpers import TASK_DATA
+
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("task_server.py")), str(TASK_DATA)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}", TASK_DATA
+    finally:
+        proc.terminate()  # this one process, by its PID
+        proc.wait(timeout=10)

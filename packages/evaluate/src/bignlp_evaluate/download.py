@@ -50,7 +50,11 @@ def task_sources(specs: Sequence[TaskSpec], *, url_base: str | None = None,
             entry = {"url": f"{url_base.rstrip('/')}/{spec.file_name}"}
         if not is_url(entry["url"]):
             raise ConfigError(f"{spec.name}: {entry['url']!r} is not an http(s) URL")
-        sources.append(TaskSource(spec, entry["url"], entry.get("sha256")))
+        sha = entry.get("sha256")
+        if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+            raise ConfigError(f"urls config: {spec.name}: sha256 {sha!r} is not 64 hex digits",
+                              hint="quote it (sha256: \"...\") so YAML keeps it a string")
+        sources.append(TaskSource(spec, entry["url"], sha))
     return sources
 
 

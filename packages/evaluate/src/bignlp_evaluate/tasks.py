@@ -11,6 +11,7 @@ evaluation split), else as lm-eval ships it (from the Hub or its cache).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -112,10 +113,15 @@ def resolve_tasks(names: Iterable[str], known_lm_eval_tasks: Iterable[str] | Non
 
 
 def lm_eval_task_names() -> list[str]:
-    """Every task, group and tag name lm-eval ships (indexing them takes a few seconds)."""
+    """Every task, group and tag name lm-eval ships (indexing them takes seconds, once per process)."""
+    return _stock_task_manager().all_tasks
+
+
+@functools.lru_cache(maxsize=1)
+def _stock_task_manager():
     from lm_eval.tasks import TaskManager
 
-    return TaskManager().all_tasks
+    return TaskManager()
 
 
 def missing_task_files(specs: Sequence[TaskSpec], data_dir: str | os.PathLike) -> list[Path]:
@@ -203,9 +209,7 @@ def write_task_overrides(specs: Sequence[TaskSpec], data_dir: str | os.PathLike,
 
 def _stock_of(task: str) -> tuple[Path, str]:
     """The YAML of lm-eval task ``task`` and the split it evaluates (test, else validation)."""
-    from lm_eval.tasks import TaskManager
-
-    entry = TaskManager().task_index.get(task)
+    entry = _stock_task_manager().task_index.get(task)
     if entry is None or entry.yaml_path is None:
         raise ConfigError(f"lm-eval task {task!r} has no YAML to read a local file through",
                           hint=f"remove {task}.jsonl from --data-dir to run it on lm-eval's own data")
