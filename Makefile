@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= results/demo
-PACKAGES := contracts tokenizers dataprep models train convert hptool csp-validate
+PACKAGES := contracts tokenizers dataprep models train convert evaluate hptool csp-validate
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bignlp-setup
 PYTEST_ARGS ?=
@@ -59,6 +59,7 @@ bench: setup ## throughput benchmarks, printed as ratios against baselines measu
 	$(BIN)/python tests/bench/bench_train_t5.py
 	$(BIN)/python tests/bench/bench_generate.py
 	$(BIN)/python tests/bench/bench_checkpoint_verify.py
+	$(BIN)/python tests/bench/bench_convert.py
 
 dist: setup ## one wheel per package into dist/
 	@rm -rf dist
