@@ -1,0 +1,86 @@
+"""Writing a ``torch.save`` file (a state dict of tensors) one tensor at a time.
+
+``torch.save`` needs the whole state dict in memory; a ``.nemo`` rank file of a large model does
+not fit twice. The format is a zip (PyTorch's ``PyTorchFileWriter``): ``data.pkl`` (the pickled
+structure, whose tensors point at storages by key), then one ``data/<key>`` record per storage.
+The structure is known from the plan (names, shapes, dtypes), so ``data.pkl`` is written first
+and each tensor's bytes follow as they are produced. ``torch.load`` (``weights_only=True`` and
+``mmap=True`` too) reads the result as it reads ``torch.save``'s.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+_STORAGE_TYPES = {torch.float32: "FloatStorage", torch.float16: "HalfStorage", torch.bfloat16: "BFloat16Storage",
+                  torch.float64: "DoubleStorage", torch.int64: "LongStorage", torch.int32: "IntStorage",
+                  torch.uint8: "ByteStorage", torch.bool: "BoolStorage"}
+
+
+class _Storage:
+    def __init__(self, key: str, dtype: torch.dtype, numel: int) -> None:
+        self.key, self.dtype, self.numel = key, dtype, numel
+
+
+class _Tensor:
+    """Pickles as ``torch.save`` pickles a contiguous tensor over its own storage."""
+
+    def __init__(self, storage: _Storage, shape: Sequence[int]) -> None:
+        self.storage, self.shape = storage, tuple(shape)
+
+    def __reduce_ex__(self, protocol):
+        stride, acc = [], 1
+        for dim in reversed(self.shape):
+            stride.append(acc)
+            acc *= dim
+        return (torch._utils._rebuild_tensor_v2,
+                (self.storage, 0, self.shape, tuple(reversed(stride)), False, collections.OrderedDict()))
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, _Storage):
+            return ("storage", getattr(torch, _STORAGE_TYPES[obj.dtype]), obj.key, "cpu", obj.numel)
+        return None
+
+
+class TorchSaveWriter:
+    """A ``torch.save``d dict ``{name: tensor}`` whose entries are declared up front and written in order."""
+
+    def __init__(self, path: Path, plan: Sequence[tuple[str, torch.Size, torch.dtype]]) -> None:
+        self._order = [(name, tuple(shape), dtype) for name, shape, dtype in plan]
+        state = collections.OrderedDict()
+        for i, (name, shape, dtype) in enumerate(self._order):
+            state[name] = _Tensor(_Storage(str(i), dtype, int(torch.Size(shape).numel())), shape)
+        buf = io.BytesIO()
+        _Pickler(buf, protocol=2).dump(state)
+        self._zip = torch._C.PyTorchFileWriter(str(path))
+        data = buf.getvalue()
+        self._zip.write_record("data.pkl", data, len(data))
+        self._zip.write_record(".format_version", "1", 1)
+        self._zip.write_record("byteorder", sys.byteorder, len(sys.byteorder))
+        self._next = 0
+        self.path = path
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        want = self._order[self._next]
+        got = (name, tuple(tensor.shape), tensor.dtype)
+        if got != want:
+            raise RuntimeError(f"torch.save plan out of step: expected {want}, got {got}")
+        t = tensor.detach().cpu().contiguous()
+        storage = t.untyped_storage() if t.storage_offset() == 0 and t.untyped_storage().nbytes() == \
+            t.numel() * t.element_size() else t.clone().untyped_storage()
+        self._zip.write_record(f"data/{self._next}", storage, storage.nbytes())
+        self._next += 1
+
+    def close(self) -> None:
+        if self._next != len(self._order):
+            raise RuntimeError(f"{self.path}: {len(self._order) - self._next} declared tensors were never written")
+        self._zip.write_end_of_file()
