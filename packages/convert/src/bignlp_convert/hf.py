@@ -103,6 +103,7 @@ def to_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, *, dtype: st
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         files += ["config.json", "generation_config.json"] + export_tokenizer(tok, tmp, arch)
         write_manifest(tmp, HF_MODEL, producer=PRODUCER, files=sorted(files), inputs=[input_record(reader.path)],
+                       hashes={f: w.sha256 for f, w in zip(files, writers)},
                        summary={"family": reader.family.name, "architecture": arch, "dtype": dtype_name,
                                 "vocab_size": reader.vocab_size, "shards": len(shards),
                                 "num_parameters": int(reader.manifest.summary.get("num_parameters", 0))})

@@ -13,6 +13,7 @@ pieces and renumbers the stage-local layers.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -173,7 +174,7 @@ def to_nemo(checkpoint: str | os.PathLike, output_nemo: str | os.PathLike, *, te
             w.close()
         progress.finish()
         nemo_part = tmp / (output_nemo.name + ".part")
-        with tarfile.open(nemo_part, "w:") as tar:
+        with open(nemo_part, "wb") as raw, tarfile.open(fileobj=(sink := _HashingFile(raw)), mode="w:") as tar:
             _add_bytes(tar, "./model_config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
             for member, source in members.items():
                 tar.add(source, arcname=f"./{member}")
@@ -187,12 +188,27 @@ def to_nemo(checkpoint: str | os.PathLike, output_nemo: str | os.PathLike, *, te
         shutil.rmtree(work)
         nemo_part.rename(tmp / output_nemo.name)
         write_manifest(tmp, NEMO_ARCHIVE, producer=PRODUCER, files=[output_nemo.name],
+                       hashes={output_nemo.name: sink.sha256.hexdigest()},
                        inputs=[input_record(reader.path)],
                        summary={"nemo_file": output_nemo.name, "family": family, "model": dict(config),
                                 "tokenizer": reader.manifest.summary.get("tokenizer"),
                                 "tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp})
     log(f"wrote {output_nemo}")
     return output_nemo
+
+
+class _HashingFile:
+    """A write-only file that hashes what passes through (the archive's sha256 without reading it back)."""
+
+    def __init__(self, f) -> None:
+        self._f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self._f.tell()
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -9,6 +9,7 @@ is read and each tensor's bytes are appended as it is produced.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Sequence
@@ -41,7 +42,17 @@ class SafetensorsWriter:
         self._order = [(name, tuple(shape), dtype) for name, shape, dtype in plan]
         self._next = 0
         self._f = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self._f.write(struct.pack("<Q", len(raw)) + raw)
+        # hashed as written: the manifest's sha256 without reading the file back
+        self._sha = hashlib.sha256()
+        self._put(struct.pack("<Q", len(raw)) + raw)
+
+    def _put(self, data) -> None:
+        self._sha.update(data)
+        self._f.write(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Append ``tensor``, which must be the next one the plan declared."""
@@ -50,7 +61,7 @@ class SafetensorsWriter:
         if got != want:
             raise RuntimeError(f"safetensors plan out of step: expected {want}, got {got}")
         if tensor.numel():
-            self._f.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+            self._put(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
         self._next += 1
 
     def close(self) -> None:
