@@ -59,6 +59,7 @@ bench: setup ## throughput benchmarks, printed as ratios against baselines measu
 	$(BIN)/python tests/bench/bench_train_t5.py
 	$(BIN)/python tests/bench/bench_generate.py
 	$(BIN)/python tests/bench/bench_checkpoint_verify.py
+	$(BIN)/python tests/bench/bench_convert.py
 
 dist: setup ## one wheel per package into dist/
 	@rm -rf dist

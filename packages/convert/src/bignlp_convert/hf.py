@@ -25,7 +25,7 @@ from .hf_tokenizer import export_tokenizer, import_tokenizer
 from .maps import hf_map
 from .output import check_output_dir, output_directory
 from .safetensors_writer import DTYPES, SafetensorsWriter, tensor_bytes
-from .stream import Progress, iter_groups, layer_groups, nbytes
+from .stream import Progress, iter_groups, layer_groups, mmap_large_buffers, nbytes
 
 PRODUCER = Producer("bignlp-convert", __version__)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,6 +53,7 @@ def to_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, *, dtype: st
     """Write ``checkpoint`` as a Hugging Face model directory ``output`` (an ``hf-model`` artifact)."""
     log = _log(log)
     check_output_dir(output)
+    mmap_large_buffers()
     reader = open_checkpoint(checkpoint, verify=verify)
     fmap = hf_map(reader.family.name)
     tok = reader.tokenizer()

@@ -34,7 +34,7 @@ from bignlp_tokenizers import TokenizerSpec, build_tokenizer
 from . import __version__
 from .maps import nemo_map
 from .output import check_output_dir, output_directory
-from .stream import Progress, iter_groups, layer_groups, nbytes
+from .stream import Progress, iter_groups, layer_groups, mmap_large_buffers, nbytes
 from .torchzip import TorchSaveWriter
 
 PRODUCER = Producer("bignlp-convert", __version__)
@@ -114,6 +114,7 @@ def to_nemo(checkpoint: str | os.PathLike, output_nemo: str | os.PathLike, *, te
     output_nemo = Path(output_nemo)
     tp, pp = tensor_model_parallel_size, pipeline_model_parallel_size
     check_output_dir(output_nemo.parent)
+    mmap_large_buffers()
     reader = open_checkpoint(checkpoint, verify=verify)
     family = reader.family.name
     if expected_family and expected_family != family:
@@ -128,12 +129,17 @@ def to_nemo(checkpoint: str | os.PathLike, output_nemo: str | os.PathLike, *, te
 
     def pieces(name: str, t: torch.Tensor):
         """(stage, tp rank, NeMo key, piece) of one of our tensors."""
-        if name in fmap.VOCAB and t.shape[0] < padded:
-            t = torch.cat([t, t.new_zeros(padded - t.shape[0], *t.shape[1:])])
         for stage, key, split in place(name):
             if split is None:
                 for r in range(tp):
                     yield stage, r, key, t
+            elif name in fmap.VOCAB:  # vocabulary-parallel over the padded rows; only the last piece is padded
+                rows = padded // tp
+                for r in range(tp):
+                    piece = t[r * rows:(r + 1) * rows]
+                    if piece.shape[0] < rows:
+                        piece = torch.cat([piece, piece.new_zeros(rows - piece.shape[0], *piece.shape[1:])])
+                    yield stage, r, key, piece
             else:
                 if t.shape[split] % tp:
                     raise ConfigError(f"--tensor-model-parallel-size {tp} does not divide {name} "

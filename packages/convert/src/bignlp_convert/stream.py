@@ -17,6 +17,24 @@ import torch
 from bignlp_models import CheckpointReader, FamilySpec
 
 
+def mmap_large_buffers(threshold: int = 1 << 20) -> None:
+    """Serve allocations of ``threshold`` bytes and up from their own mappings, returned to the OS when freed.
+
+    glibc raises its mmap threshold after each large free (up to 32 MB), after which layer-sized
+    buffers come from the heap, which fragments and does not shrink: a converter's resident memory
+    then grows with every layer though it holds one at a time. Fixing the threshold (``mallopt``)
+    keeps peak memory at the largest group. Elsewhere than glibc this does nothing.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def layer_groups(names: Iterable[str], spec: FamilySpec) -> list[list[str]]:
     """``names`` in groups: every layer of every stack of ``spec`` one group, every other tensor its own.
 

@@ -75,8 +75,9 @@ class TorchSaveWriter:
         if got != want:
             raise RuntimeError(f"torch.save plan out of step: expected {want}, got {got}")
         t = tensor.detach().cpu().contiguous()
-        storage = t.untyped_storage() if t.storage_offset() == 0 and t.untyped_storage().nbytes() == \
-            t.numel() * t.element_size() else t.clone().untyped_storage()
+        # a view (a tensor-parallel chunk) is written from its bytes in the larger storage, without a copy
+        start = t.storage_offset() * t.element_size()
+        storage = t.untyped_storage()[start:start + t.numel() * t.element_size()]
         self._zip.write_record(f"data/{self._next}", storage, storage.nbytes())
         self._next += 1
 
