@@ -6,8 +6,8 @@ import pytest
 import torch
 from convert_helpers import make_checkpoint
 
-from bignlp_contracts import HF_MODEL, ConfigError, Producer, write_manifest
-from bignlp_convert.config import load_conversion_config, resolve_checkpoint, shipped_configs
+from bignlp_contracts import HF_MODEL, ConfigError, Producer, resolve_checkpoint, write_manifest
+from bignlp_convert.config import load_conversion_config, shipped_configs
 from bignlp_convert.output import check_output_dir, output_directory
 from bignlp_convert.stream import Progress, iter_groups, layer_groups, nbytes
 from bignlp_models import open_checkpoint

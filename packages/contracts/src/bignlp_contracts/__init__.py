@@ -43,6 +43,7 @@ from .layout import (
     move_aside_checkpoint,
     read_checkpoint,
     remove_abandoned_checkpoint_writes,
+    resolve_checkpoint,
     resolve_dataset,
     resume_candidates,
     set_latest_checkpoint,
@@ -77,7 +78,8 @@ __all__ = [
     "dump_config", "exit_on_error",
     "expand_hostlist", "from_dict", "get_kind", "git_commit", "input_record", "latest_checkpoint", "load_config",
     "load_yaml", "lock_run_dir", "move_aside_checkpoint", "parse_override", "probe_run_lock", "read_checkpoint",
-    "read_lock_holder", "read_manifest", "remove_abandoned_checkpoint_writes", "remove_manifest", "resolve_dataset",
+    "read_lock_holder", "read_manifest", "remove_abandoned_checkpoint_writes", "remove_manifest", "resolve_checkpoint",
+    "resolve_dataset",
     "resume_candidates", "save_config", "set_latest_checkpoint", "sha256_file", "share_files", "slurm_job_record",
     "to_dict", "write_manifest",
 ]

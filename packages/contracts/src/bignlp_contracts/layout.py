@@ -316,3 +316,32 @@ def checkpoint_vocab_size(manifest: Manifest) -> int | None:
         tokenizer = manifest.summary.get("tokenizer")
         value = tokenizer.get("vocab_size") if isinstance(tokenizer, dict) else None
     return int(value) if value is not None else None
+
+
+def resolve_checkpoint(folder: str | os.PathLike, name: str = "latest") -> Path:
+    """The checkpoint the NeMo launcher's ``checkpoint_folder`` + ``checkpoint_name`` keys mean.
+
+    ``folder``: one checkpoint (it has a manifest), a run directory, or a run's ``checkpoints/``.
+    ``name``: ``latest`` (the run's latest complete checkpoint), or a name or glob of
+    ``checkpoints/step-*`` (the newest match). With ``latest`` and no complete checkpoint, the run
+    directory is returned: the reader then names what is missing.
+    """
+    import fnmatch
+
+    from .errors import ConfigError
+
+    folder = Path(folder)
+    if (folder / MANIFEST_NAME).exists():
+        return folder
+    run_dir = folder.parent if folder.name == CHECKPOINTS_DIR else folder
+    if name == "latest":
+        found = latest_checkpoint(run_dir)
+        return found if found is not None else run_dir
+    ckpts = run_dir / CHECKPOINTS_DIR
+    matches = sorted(p for p in ckpts.glob("*") if p.is_dir() and fnmatch.fnmatch(p.name, name)) \
+        if ckpts.is_dir() else []
+    if not matches:
+        have = sorted(p.name for p in ckpts.glob("step-*")) if ckpts.is_dir() else []
+        raise ConfigError(f"model.checkpoint_name={name!r} matches no checkpoint in {ckpts}",
+                          hint=f"there: {', '.join(have[-5:]) or 'none'}; or use checkpoint_name=latest")
+    return matches[-1]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from bignlp_contracts import ConfigError, exit_on_error
+from bignlp_contracts import ConfigError, exit_on_error, resolve_checkpoint
 
 from . import __version__
-from .config import load_conversion_config, resolve_checkpoint, shipped_configs
+from .config import load_conversion_config, shipped_configs
 
 PROG = "bignlp-convert"
 DTYPES = ("float32", "bfloat16", "float16")

@@ -10,7 +10,6 @@ are accepted and unused here: resources are the sbatch template's business.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from bignlp_contracts import (
     ConfigError,
     apply_overrides,
     from_dict,
-    latest_checkpoint,
     load_yaml,
 )
 from bignlp_contracts.config import resolve_config_path, resolve_interpolations
@@ -100,27 +98,3 @@ def load_conversion_config(source: str | os.PathLike | None, overrides: Sequence
     if not cfg.run.nemo_file_name.endswith(".nemo"):
         raise ConfigError(f"run.nemo_file_name={cfg.run.nemo_file_name!r} must end in .nemo")
     return cfg
-
-
-def resolve_checkpoint(folder: str | os.PathLike, name: str = "latest") -> Path:
-    """The checkpoint ``model.checkpoint_folder`` + ``model.checkpoint_name`` mean.
-
-    ``folder``: one checkpoint (it has a manifest), a run directory, or a run's ``checkpoints/``.
-    ``name``: ``latest`` (the run's latest complete checkpoint), or a name or glob of
-    ``checkpoints/step-*`` (the newest match).
-    """
-    folder = Path(folder)
-    if (folder / "manifest.json").exists():
-        return folder
-    run_dir = folder.parent if folder.name == "checkpoints" else folder
-    if name == "latest":
-        found = latest_checkpoint(run_dir)
-        return found if found is not None else run_dir  # read_checkpoint then names what is missing
-    ckpts = run_dir / "checkpoints"
-    matches = sorted(p for p in ckpts.glob("*") if p.is_dir() and fnmatch.fnmatch(p.name, name)) \
-        if ckpts.is_dir() else []
-    if not matches:
-        have = sorted(p.name for p in ckpts.glob("step-*")) if ckpts.is_dir() else []
-        raise ConfigError(f"model.checkpoint_name={name!r} matches no checkpoint in {ckpts}",
-                          hint=f"there: {', '.join(have[-5:]) or 'none'}; or use checkpoint_name=latest")
-    return matches[-1]

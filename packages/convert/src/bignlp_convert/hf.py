@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def to_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, *, dtype: st
     fmap = hf_map(reader.family.name)
     tok = reader.tokenizer()
     cfg = reader.config  # vocab_size: the tokenizer's (unpadded)
-    arch = fmap.architecture(cfg, tok)
+    # a model imported from Hugging Face goes back as the class it came from (T5 or mT5)
+    arch = fmap.architecture(cfg, tok, previous=reader.manifest.summary.get("imported_from"))
     cast = TORCH_DTYPES[dtype] if dtype else None
     groups = layer_groups(reader.shapes, reader.family)
     # plan every output tensor from meta tensors: the safetensors headers come before the data
@@ -97,7 +99,7 @@ def to_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, *, dtype: st
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
             files.append("model.safetensors.index.json")
         dtype_name = str(saved_dtype).removeprefix("torch.")
-        config = fmap.hf_config(cfg, reader.vocab_size, tok, dtype_name)
+        config = fmap.hf_config(cfg, reader.vocab_size, tok, dtype_name, arch=arch)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
                       if config.get(k) is not None}
@@ -155,30 +157,31 @@ def from_hf(hf_dir: str | os.PathLike, output: str | os.PathLike, *, log: Callab
                           hint=f"from-hf imports {', '.join(_ARCH_FAMILY)}")
     family = get_family(_ARCH_FAMILY[arch])
     fmap = hf_map(family.name)
-    tok = import_tokenizer(hf_dir, arch)
-    if tok.vocab_size > hf_cfg["vocab_size"]:
-        raise ArtifactError(f"{hf_dir}: the tokenizer has {tok.vocab_size} tokens, config.json vocab_size "
-                            f"{hf_cfg['vocab_size']}")
-    padded = padded_vocab_size(hf_cfg["vocab_size"], VOCAB_DIVISIBLE_BY)
-    cfg = fmap.config_from_hf(hf_cfg, padded)
-    log(f"{hf_dir} ({arch}) → {output}")
-    state = fmap.from_hf(_read_hf_weights(hf_dir), cfg)
-    expected = family.build_meta(cfg).state_dict()
-    for name, meta in expected.items():
-        t = state.get(name)
-        if t is None:
-            raise ArtifactError(f"{hf_dir}: no weight for {name} (its {arch} weights are incomplete)")
-        if t.shape[0] == hf_cfg["vocab_size"] < meta.shape[0]:  # re-pad the vocabulary rows with zeros
-            t = torch.cat([t, t.new_zeros(meta.shape[0] - t.shape[0], *t.shape[1:])])
-        if tuple(t.shape) != tuple(meta.shape):
-            raise ArtifactError(f"{hf_dir}: {name} is {list(t.shape)}, config.json makes it {list(meta.shape)}")
-        state[name] = t
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise ArtifactError(f"{hf_dir}: weights our {family.name} has no place for: {extra[:3]}")
-    save_model_checkpoint(output, family=family, config=cfg, state_dict=state, tokenizer=tok, producer=PRODUCER,
-                          inputs=[input_record(config_file)], summary={"imported_from": arch},
-                          run_config=fmap.run_config(cfg))
+    with tempfile.TemporaryDirectory(prefix="bignlp-convert-tok-") as workdir:
+        tok = import_tokenizer(hf_dir, arch, Path(workdir))
+        if tok.vocab_size > hf_cfg["vocab_size"]:
+            raise ArtifactError(f"{hf_dir}: the tokenizer has {tok.vocab_size} tokens, config.json vocab_size "
+                                f"{hf_cfg['vocab_size']}")
+        padded = padded_vocab_size(hf_cfg["vocab_size"], VOCAB_DIVISIBLE_BY)
+        cfg = fmap.config_from_hf(hf_cfg, padded)
+        log(f"{hf_dir} ({arch}) → {output}")
+        state = fmap.from_hf(_read_hf_weights(hf_dir), cfg)
+        expected = family.build_meta(cfg).state_dict()
+        for name, meta in expected.items():
+            t = state.get(name)
+            if t is None:
+                raise ArtifactError(f"{hf_dir}: no weight for {name} (its {arch} weights are incomplete)")
+            if t.shape[0] == hf_cfg["vocab_size"] < meta.shape[0]:  # re-pad the vocabulary rows with zeros
+                t = torch.cat([t, t.new_zeros(meta.shape[0] - t.shape[0], *t.shape[1:])])
+            if tuple(t.shape) != tuple(meta.shape):
+                raise ArtifactError(f"{hf_dir}: {name} is {list(t.shape)}, config.json makes it {list(meta.shape)}")
+            state[name] = t
+        extra = sorted(set(state) - set(expected))
+        if extra:
+            raise ArtifactError(f"{hf_dir}: weights our {family.name} has no place for: {extra[:3]}")
+        save_model_checkpoint(output, family=family, config=cfg, state_dict=state, tokenizer=tok, producer=PRODUCER,
+                              inputs=[input_record(config_file)], summary={"imported_from": arch},
+                              run_config=fmap.run_config(cfg))
     log(f"wrote {output}")
     return Path(output)
 

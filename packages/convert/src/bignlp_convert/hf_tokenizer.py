@@ -13,6 +13,7 @@ reproduced is an error, not a silently different vocabulary.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -118,19 +119,68 @@ def export_tokenizer(tok: Tokenizer, out: Path, architecture: str) -> list[str]:
     return files
 
 
-def import_tokenizer(hf_dir: Path, architecture: str) -> Tokenizer:
-    """Our tokenizer of a Hugging Face model directory: its ``tokenizer.json``, else GPT-2's vocab/merges."""
+def _sentinel_count(vocab: dict[str, int]) -> int:
+    n = 0
+    while f"<extra_id_{n}>" in vocab:
+        n += 1
+    return n
+
+
+def _spiece_to_json(model_file: Path, config: dict[str, Any], out: Path) -> Path:
+    """``spiece.model`` as the ``tokenizer.json`` transformers' ``T5Tokenizer`` computes from it.
+
+    Hub T5 v1.1/mT5 directories ship only the SentencePiece model; transformers numbers its
+    ``extra_ids`` sentinels from the top (``<extra_id_0>`` is the last id), so they are appended here
+    in that order. The control and unknown pieces are special, as there.
+    """
+    from sentencepiece import SentencePieceProcessor, sentencepiece_model_pb2
+    from tokenizers import AddedToken
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    backend = _unigram(model_file)
+    specials = [p.piece for p in proto.pieces if p.type in (2, 3)]  # 2 = UNKNOWN, 3 = CONTROL
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    listed = [t for t in config.get("additional_special_tokens") or [] if isinstance(t, str)]
+    numbers = {int(m.group(1)) for t in listed if (m := re.fullmatch(r"<extra_id_(\d+)>", t))}
+    numbers |= set(range(int(config.get("extra_ids", 0 if listed else 100))))
+    extra = [f"<extra_id_{i}>" for i in sorted(numbers, reverse=True)]
+    extra += [t for t in listed if t not in extra]
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra])
+    sp = SentencePieceProcessor(model_file=str(model_file))
+    plain = SAMPLE.replace("<extra_id_0>", "").replace("</s>", "")
+    if sp.encode(plain) != backend.encode(plain, add_special_tokens=False).ids:
+        raise ArtifactError(f"{model_file}: its tokenizer.json form gives other ids than SentencePiece on a sample",
+                            hint="save a tokenizer.json with the model (tokenizer.save_pretrained(DIR))")
+    path = out / "tokenizer.json"
+    backend.save(str(path))
+    return path
+
+
+def import_tokenizer(hf_dir: Path, architecture: str, workdir: Path) -> Tokenizer:
+    """Our tokenizer of a Hugging Face model directory: its ``tokenizer.json``, else ``spiece.model`` (converted
+    into ``workdir``, which must outlive the checkpoint's writing), else GPT-2's vocab/merges.
+
+    The ``<extra_id_N>`` tokens it holds become our T5 sentinels with the ids they have there.
+    """
+    from tokenizers import Tokenizer as HFTokenizer
+
     config_file = hf_dir / "tokenizer_config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     eos = config.get("eos_token")
     if isinstance(eos, dict):
         eos = eos.get("content")
-    if (hf_dir / "tokenizer.json").is_file():
-        return build_tokenizer(TokenizerSpec("huggingface", tokenizer_file=str(hf_dir / "tokenizer.json"),
-                                             eod_token=eos))
+    tokenizer_file = hf_dir / "tokenizer.json"
+    if not tokenizer_file.is_file() and (hf_dir / "spiece.model").is_file():
+        tokenizer_file = _spiece_to_json(hf_dir / "spiece.model", config, workdir)
+        eos = eos or "</s>"
+    if tokenizer_file.is_file():
+        vocab = HFTokenizer.from_file(str(tokenizer_file)).get_vocab(with_added_tokens=True)
+        return build_tokenizer(TokenizerSpec("huggingface", tokenizer_file=str(tokenizer_file), eod_token=eos,
+                                             num_sentinel_tokens=_sentinel_count(vocab)))
     if (hf_dir / "vocab.json").is_file() and (hf_dir / "merges.txt").is_file():
         return build_tokenizer(TokenizerSpec("gpt2-bpe", vocab_file=str(hf_dir / "vocab.json"),
                                              merges_file=str(hf_dir / "merges.txt")))
-    raise ArtifactError(f"{hf_dir}: no tokenizer.json (or GPT-2 vocab.json + merges.txt)",
+    raise ArtifactError(f"{hf_dir}: no tokenizer.json, spiece.model or GPT-2 vocab.json + merges.txt",
                         hint="save the tokenizer with the model (tokenizer.save_pretrained(DIR)); a fast tokenizer "
                              "writes tokenizer.json")

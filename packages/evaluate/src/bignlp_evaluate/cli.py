@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from bignlp_contracts import ConfigError, exit_on_error
+from bignlp_contracts import ConfigError, exit_on_error, resolve_checkpoint
 
 from . import __version__
-from .config import load_evaluation_config, resolve_checkpoint, shipped_configs, torch_dtype_name
+from .config import load_evaluation_config, shipped_configs, torch_dtype_name
 
 PROG = "bignlp-evaluate"
 

@@ -11,14 +11,13 @@ the sbatch template's business, and a checkpoint carries its own tokenizer.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bignlp_contracts import ConfigError, apply_overrides, from_dict, latest_checkpoint, load_yaml
+from bignlp_contracts import ConfigError, apply_overrides, from_dict, load_yaml
 from bignlp_contracts.config import resolve_config_path, resolve_interpolations
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -104,27 +103,3 @@ def torch_dtype_name(precision: Any) -> str:
     if name is None:
         raise ConfigError(f"model.precision={precision!r}: expected 32, bf16 or 16")
     return name
-
-
-def resolve_checkpoint(folder: str | os.PathLike, name: str = "latest") -> Path:
-    """The checkpoint ``model.checkpoint_folder`` + ``model.checkpoint_name`` mean.
-
-    ``folder``: one checkpoint (it has a manifest), a run directory, or a run's ``checkpoints/``.
-    ``name``: ``latest`` (the run's latest complete checkpoint), or a name or glob of
-    ``checkpoints/step-*`` (the newest match).
-    """
-    folder = Path(folder)
-    if (folder / "manifest.json").exists():
-        return folder
-    run_dir = folder.parent if folder.name == "checkpoints" else folder
-    if name == "latest":
-        found = latest_checkpoint(run_dir)
-        return found if found is not None else run_dir  # load_model then names what is missing
-    ckpts = run_dir / "checkpoints"
-    matches = sorted(p for p in ckpts.glob("*") if p.is_dir() and fnmatch.fnmatch(p.name, name)) \
-        if ckpts.is_dir() else []
-    if not matches:
-        have = sorted(p.name for p in ckpts.glob("step-*")) if ckpts.is_dir() else []
-        raise ConfigError(f"model.checkpoint_name={name!r} matches no checkpoint in {ckpts}",
-                          hint=f"there: {', '.join(have[-5:]) or 'none'}; or use checkpoint_name=latest")
-    return matches[-1]
