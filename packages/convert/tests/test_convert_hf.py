@@ -72,7 +72,7 @@ def test_export_computes_our_logits_and_tokenizes_alike(tmp_path, kind):
         assert hf_tok.convert_tokens_to_ids("<extra_id_99>") == tok.sentinel_ids[99]
 
 
-@pytest.mark.parametrize("kind", ["gpt", "mt5"])
+@pytest.mark.parametrize("kind", ["gpt", "t5v11", "mt5"])
 def test_ours_to_hf_to_ours_is_bit_exact(tmp_path, kind):
     ckpt, model, tok = make_checkpoint(tmp_path / "ckpt", kind)
     to_hf(ckpt, tmp_path / "hf")
@@ -84,7 +84,11 @@ def test_ours_to_hf_to_ours_is_bit_exact(tmp_path, kind):
     a, b = src.read(names), back.read(names)
     for name in names:
         assert torch.equal(a[name], b[name]), name
-    assert back.tokenizer().encode(texts()[2]) == tok.encode(texts()[2])
+    back_tok = back.tokenizer()
+    assert back_tok.encode(texts()[2]) == tok.encode(texts()[2])
+    assert back_tok.sentinel_ids == tok.sentinel_ids and back_tok.eod_id == tok.eod_id
+    to_hf(tmp_path / "back", tmp_path / "again")  # and it goes back as the same class
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["architectures"] == [ARCH[kind]]
 
 
 @pytest.mark.parametrize("kind", ["gpt", "mt5"])

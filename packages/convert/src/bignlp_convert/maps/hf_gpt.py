@@ -40,8 +40,11 @@ _TOP = {"embedding.word_embeddings.weight": "transformer.wte.weight",
 _HF_TOP = {hf: ours for ours, hf in _TOP.items()}
 
 
-def architecture(cfg: GPTConfig, tokenizer: Any) -> str:
-    """The transformers class; a ConfigError naming the option when GPT-2 cannot compute ``cfg``."""
+def architecture(cfg: GPTConfig, tokenizer: Any, previous: str | None = None) -> str:
+    """The transformers class; a ConfigError naming the option when GPT-2 cannot compute ``cfg``.
+
+    ``previous`` (the class an imported model came from) is unused: GPT-2 has one.
+    """
     if cfg.num_attention_heads * cfg.kv_channels != cfg.hidden_size:
         raise ConfigError(f"kv_channels={cfg.kv_channels} × num_attention_heads={cfg.num_attention_heads} != "
                           f"hidden_size={cfg.hidden_size}: GPT2LMHeadModel has no separate head width",
@@ -98,7 +101,8 @@ def from_hf(tensors: Mapping[str, torch.Tensor], cfg: GPTConfig) -> dict[str, to
     return out
 
 
-def hf_config(cfg: GPTConfig, vocab_size: int, tokenizer: Any, torch_dtype: str) -> dict[str, Any]:
+def hf_config(cfg: GPTConfig, vocab_size: int, tokenizer: Any, torch_dtype: str,
+              arch: str = "GPT2LMHeadModel") -> dict[str, Any]:
     """``config.json`` (dropout off: an exported model is for inference and fine-tuning sets its own)."""
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": vocab_size,

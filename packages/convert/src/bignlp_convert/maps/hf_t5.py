@@ -46,8 +46,12 @@ def _refuse(option: str, why: str) -> ConfigError:
                             "share_decoder_tokens_head_embeddings=false); use to-nemo for the others")
 
 
-def architecture(cfg: T5Config, tokenizer: Any) -> str:
-    """The transformers class (mT5 when the vocabulary is SentencePiece); a ConfigError naming what blocks it."""
+def architecture(cfg: T5Config, tokenizer: Any, previous: str | None = None) -> str:
+    """The transformers class; a ConfigError naming what blocks it.
+
+    ``previous`` (the class an imported model came from) if given, else mT5 for a SentencePiece vocabulary
+    (or its unigram ``tokenizer.json``), else T5. Both classes compute the same function.
+    """
     if cfg.position_embedding_type != "relative":
         raise _refuse(f"position_embedding_type={cfg.position_embedding_type}",
                       "Hugging Face's T5 has relative position bias only")
@@ -67,7 +71,12 @@ def architecture(cfg: T5Config, tokenizer: Any) -> str:
     if cfg.encoder_ffn_hidden_size != cfg.decoder_ffn_hidden_size:
         raise _refuse(f"encoder_ffn_hidden_size={cfg.encoder_ffn_hidden_size} != decoder_ffn_hidden_size="
                       f"{cfg.decoder_ffn_hidden_size}", "it has one d_ff")
-    return "MT5ForConditionalGeneration" if tokenizer.type == "sentencepiece" else "T5ForConditionalGeneration"
+    if previous in ARCHITECTURES:
+        return previous
+    backend = getattr(getattr(tokenizer, "_tok", None), "model", None)
+    unigram = type(backend).__name__ == "Unigram"
+    return "MT5ForConditionalGeneration" if tokenizer.type == "sentencepiece" or unigram else \
+        "T5ForConditionalGeneration"
 
 
 def _layer_names(stack: str) -> dict[str, tuple[int, str]]:
@@ -95,6 +104,11 @@ def _scale(cfg: T5Config) -> float:
     return math.sqrt(cfg.kv_channels)
 
 
+def _times(t: torch.Tensor, factor: float) -> torch.Tensor:
+    # in float64, then rounded once: exact when the factor is a power of two, else the nearest weight
+    return (t.double() * factor).to(t.dtype)
+
+
 def to_hf(tensors: Mapping[str, torch.Tensor], cfg: T5Config) -> Iterator[tuple[str, torch.Tensor]]:
     """Our weights (any subset, e.g. one layer) under Hugging Face T5's names."""
     heads, s = cfg.num_attention_heads, _scale(cfg)
@@ -109,7 +123,7 @@ def to_hf(tensors: Mapping[str, torch.Tensor], cfg: T5Config) -> Iterator[tuple[
         p = f"{stack}.block.{i}.layer."
         if rest == "self_attention.linear_qkv.weight":
             q, k, v = t.reshape(heads, 3, -1, t.shape[-1]).unbind(1)
-            yield p + "0.SelfAttention.q.weight", (q.reshape(-1, t.shape[-1]) / s)
+            yield p + "0.SelfAttention.q.weight", _times(q.reshape(-1, t.shape[-1]), 1 / s)
             yield p + "0.SelfAttention.k.weight", k.reshape(-1, t.shape[-1])
             yield p + "0.SelfAttention.v.weight", v.reshape(-1, t.shape[-1])
         elif rest == "cross_attention.linear_kv.weight":
@@ -118,7 +132,7 @@ def to_hf(tensors: Mapping[str, torch.Tensor], cfg: T5Config) -> Iterator[tuple[
             yield p + "1.EncDecAttention.v.weight", v.reshape(-1, t.shape[-1])
         elif rest in _NAMES[stack]:
             sub, hf = _NAMES[stack][rest]
-            yield f"{p}{sub}.{hf}", (t / s if rest == "cross_attention.linear_q.weight" else t)
+            yield f"{p}{sub}.{hf}", (_times(t, 1 / s) if rest == "cross_attention.linear_q.weight" else t)
         else:
             raise KeyError(f"no Hugging Face T5 name for {name!r}")
 
@@ -143,10 +157,10 @@ def from_hf(tensors: Mapping[str, torch.Tensor], cfg: T5Config) -> dict[str, tor
         if attn and not (attn.group(1) == "EncDecAttention" and attn.group(2) == "q"):
             fused = "self_attention.linear_qkv.weight" if attn.group(1) == "SelfAttention" else \
                 "cross_attention.linear_kv.weight"
-            parts.setdefault(p + fused, {})[attn.group(2)] = t * s if attn.group(2) == "q" else t
+            parts.setdefault(p + fused, {})[attn.group(2)] = _times(t, s) if attn.group(2) == "q" else t
         elif (int(sub), rest) in _HF_NAMES[stack]:
             ours = _HF_NAMES[stack][(int(sub), rest)]
-            out[p + ours] = t * s if ours == "cross_attention.linear_q.weight" else t
+            out[p + ours] = _times(t, s) if ours == "cross_attention.linear_q.weight" else t
         else:
             raise ConfigError(f"Hugging Face T5 weight {name!r} has no place in our T5")
     for name, qkv in parts.items():
@@ -158,8 +172,10 @@ def from_hf(tensors: Mapping[str, torch.Tensor], cfg: T5Config) -> dict[str, tor
     return out
 
 
-def hf_config(cfg: T5Config, vocab_size: int, tokenizer: Any, torch_dtype: str) -> dict[str, Any]:
-    arch = architecture(cfg, tokenizer)
+def hf_config(cfg: T5Config, vocab_size: int, tokenizer: Any, torch_dtype: str,
+              arch: str | None = None) -> dict[str, Any]:
+    """``config.json`` of the class ``arch`` (default: as ``architecture`` decides)."""
+    arch = arch or architecture(cfg, tokenizer)
     pad = tokenizer.pad_id if getattr(tokenizer, "pad_id", None) is not None else 0
     eos = tokenizer.eos_id if getattr(tokenizer, "eos_id", None) is not None else tokenizer.eod_id
     return {
