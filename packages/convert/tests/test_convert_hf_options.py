@@ -8,14 +8,17 @@ import shutil
 
 import pytest
 import torch
+from click.testing import CliRunner
 from convert_helpers import DATA, make_checkpoint
 from test_convert_hf import hf_logits, inputs, our_logits, texts
 
 from bignlp_contracts import ConfigError
+from bignlp_convert.cli import main
 from bignlp_convert.hf import from_hf, to_hf
 from bignlp_models import open_checkpoint
 
 transformers = pytest.importorskip("transformers")
+safetensors = pytest.importorskip("safetensors.torch")
 
 
 @pytest.mark.parametrize(("kind", "overrides", "atol"), [
@@ -71,3 +74,47 @@ def test_hub_directory_with_only_spiece_model_imports_with_transformers_ids(tmp_
     assert tok.sentinel_ids[99] == 8000 and tok.eod_id == hf_tok.eos_token_id
     for text in [*texts(), "fill <extra_id_0> and <extra_id_12> then </s>"]:
         assert tok.encode(text, allow_special=True) == hf_tok(text, add_special_tokens=False)["input_ids"], text
+
+
+def test_gpt2_saved_as_the_base_model_imports(tmp_path):
+    """openai-community/gpt2's model.safetensors holds GPT2Model's names (``h.0.…``, ``wte``) and mask buffers."""
+    ckpt, _, _ = make_checkpoint(tmp_path / "ckpt", "gpt")
+    to_hf(ckpt, tmp_path / "hub")
+    weights = safetensors.load_file(tmp_path / "hub" / "model.safetensors")
+    base = {name.removeprefix("transformer."): t for name, t in weights.items()}
+    base["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 64, 64))
+    (tmp_path / "hub" / "manifest.json").unlink()
+    safetensors.save_file(base, tmp_path / "hub" / "model.safetensors", metadata={"format": "pt"})
+    from_hf(tmp_path / "hub", tmp_path / "ours")
+    src, got = open_checkpoint(ckpt), open_checkpoint(tmp_path / "ours")
+    names = list(src.shapes)
+    a, b = src.read(names), got.read(names)
+    assert all(torch.equal(a[n], b[n]) for n in names)
+
+
+def test_pytorch_model_bin_imports(tmp_path):
+    ckpt, _, _ = make_checkpoint(tmp_path / "ckpt", "mt5")
+    to_hf(ckpt, tmp_path / "hub")
+    torch.save(safetensors.load_file(tmp_path / "hub" / "model.safetensors"), tmp_path / "hub" / "pytorch_model.bin")
+    (tmp_path / "hub" / "model.safetensors").unlink()
+    from_hf(tmp_path / "hub", tmp_path / "ours")
+    src, got = open_checkpoint(ckpt), open_checkpoint(tmp_path / "ours")
+    names = list(src.shapes)
+    a, b = src.read(names), got.read(names)
+    assert all(torch.equal(a[n], b[n]) for n in names)
+
+
+@pytest.mark.parametrize(("kind", "edit", "blocker"), [
+    ("t5v11", {"feed_forward_proj": "relu"}, "feed_forward_proj='relu'"),
+    ("t5v11", {"scale_decoder_outputs": True}, "scaled by d_model"),
+    ("gpt", {"activation_function": "relu"}, "activation_function='relu'"),
+    ("gpt", {"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx=True"),
+])
+def test_hf_configs_we_cannot_compute_are_refused(tmp_path, kind, edit, blocker):
+    ckpt, _, _ = make_checkpoint(tmp_path / "ckpt", kind)
+    to_hf(ckpt, tmp_path / "hub")
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({**config, **edit}))
+    res = CliRunner().invoke(main, ["from-hf", "--hf", str(tmp_path / "hub"), "--output", str(tmp_path / "ours")])
+    assert res.exit_code == 2 and blocker in res.output, res.output
+    assert len(res.output.strip().splitlines()) <= 2 and not (tmp_path / "ours").exists()

@@ -84,6 +84,8 @@ def from_hf(tensors: Mapping[str, torch.Tensor], cfg: GPTConfig) -> dict[str, to
     """GPT-2's weights under our names (buffers such as ``attn.bias`` masks and the tied ``lm_head`` skipped)."""
     out = {}
     for name, t in tensors.items():
+        if not name.startswith(("transformer.", "lm_head.")):  # the Hub's gpt2 files: GPT2Model's names
+            name = f"transformer.{name}"
         if name in _HF_TOP:
             out[_HF_TOP[name]] = t
             continue
