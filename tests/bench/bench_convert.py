@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_checkpoint_verify import evict  # noqa: E402  (page-cache eviction, shared; this directory is no package)
 
 REPO = Path(__file__).resolve().parents[2]
 MB = 1e6
@@ -82,17 +84,6 @@ def build(root: Path) -> tuple[Path, int, int]:
     del state
     nbytes = sum(p.stat().st_size for p in (ckpt / "dcp").rglob("*") if p.is_file())
     return ckpt, nbytes, largest
-
-
-def evict(path: Path) -> None:
-    for p in path.rglob("*"):
-        if p.is_file():
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
 
 
 def timed_cp(ckpt: Path, root: Path, cold: bool) -> float:

@@ -19,6 +19,7 @@ from .config import (
     to_dict,
 )
 from .download import content_length, download, fetch_sha256sums, file_lock, is_url, parse_sha256sums
+from .durations import format_duration
 from .errors import ArtifactError, BigNLPError, ConfigError, InputError, RetryableError, exit_on_error
 from .kinds import (
     CHECKPOINT_KINDS,
@@ -75,7 +76,7 @@ __all__ = [
     "check_files", "content_length", "download", "fetch_sha256sums", "file_lock", "is_url", "parse_sha256sums",
     "checkpoint_dir_name", "checkpoint_family", "checkpoint_problem", "checkpoint_vocab_size",
     "dataset_prefix_name", "discover_run_env",
-    "dump_config", "exit_on_error",
+    "dump_config", "exit_on_error", "format_duration",
     "expand_hostlist", "from_dict", "get_kind", "git_commit", "input_record", "latest_checkpoint", "load_config",
     "load_yaml", "lock_run_dir", "move_aside_checkpoint", "parse_override", "probe_run_lock", "read_checkpoint",
     "read_lock_holder", "read_manifest", "remove_abandoned_checkpoint_writes", "remove_manifest", "resolve_checkpoint",

@@ -306,8 +306,15 @@ def load_config(
     overrides: Sequence[str] = (),
     *,
     builtin_dir: str | os.PathLike | None = None,
+    section: str | None = None,
 ) -> T:
-    """Load ``cls`` from a YAML path, a shipped name, a mapping or nothing, then apply overrides."""
+    """Load ``cls`` from a YAML path, a shipped name, a mapping or nothing, then apply overrides.
+
+    ``section``: the NeMo launcher's stage key (``conversion``, ``evaluation``). A file holding the
+    launcher's whole config, or that section under its name, loads as the section's keys (top-level
+    keys such as ``base_results_dir`` kept); overrides may say ``section.key=...``; and the launcher's
+    ``${section.run.x}`` interpolations resolve against the section.
+    """
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, Mapping):
@@ -315,4 +322,11 @@ def load_config(
     else:
         path = resolve_config_path(str(source), builtin_dir) if builtin_dir else Path(source)
         data = load_yaml(path)
-    return from_dict(cls, resolve_interpolations(apply_overrides(data, overrides)))
+    if section is None:
+        return from_dict(cls, resolve_interpolations(apply_overrides(data, overrides)))
+    if isinstance(data.get(section), dict):
+        data = {**{k: v for k, v in data.items() if k != section}, **data[section]}
+    data = apply_overrides(data, [o.removeprefix(section + ".") for o in overrides])
+    resolved = resolve_interpolations({**data, section: data})
+    resolved.pop(section, None)
+    return from_dict(cls, resolved)

@@ -16,15 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bignlp_contracts import (
-    ConfigError,
-    apply_overrides,
-    from_dict,
-    load_yaml,
-)
-from bignlp_contracts.config import resolve_config_path, resolve_interpolations
+from bignlp_contracts import ConfigError, load_config
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
+# the launcher's make_vocab_size_divisible_by: vocabularies are padded to a multiple of it (× TP)
+VOCAB_DIVISIBLE_BY = 128
 
 
 @dataclass
@@ -74,16 +70,7 @@ def shipped_configs() -> list[str]:
 
 def load_conversion_config(source: str | os.PathLike | None, overrides: Sequence[str] = ()) -> ConversionConfig:
     """A shipped config name (``gpt3/convert_gpt3``), a YAML path, or nothing; then ``key.sub=value`` overrides."""
-    data: dict[str, Any] = {}
-    if source is not None:
-        data = load_yaml(resolve_config_path(str(source), CONFIGS_DIR))
-    if isinstance(data.get("conversion"), dict):  # the launcher's whole config, or its conversion section
-        data = {**{k: v for k, v in data.items() if k != "conversion"}, **data["conversion"]}
-    data = apply_overrides(data, [o.removeprefix("conversion.") for o in overrides])
-    # the launcher's files say ${conversion.run.x}: let them resolve against this section
-    resolved = resolve_interpolations({**data, "conversion": data})
-    resolved.pop("conversion", None)
-    cfg = from_dict(ConversionConfig, resolved)
+    cfg = load_config(ConversionConfig, source, overrides, builtin_dir=CONFIGS_DIR, section="conversion")
     m = cfg.model
     if m.model_type not in (None, "gpt", "t5"):
         raise ConfigError(f"model.model_type={m.model_type!r}: expected gpt or t5 (an mT5 is a t5)")

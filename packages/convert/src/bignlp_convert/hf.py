@@ -22,6 +22,7 @@ from bignlp_contracts import HF_MODEL, ArtifactError, ConfigError, Producer, inp
 from bignlp_models import get_family, open_checkpoint, padded_vocab_size, save_model_checkpoint
 
 from . import __version__
+from .config import VOCAB_DIVISIBLE_BY
 from .hf_tokenizer import export_tokenizer, import_tokenizer
 from .maps import hf_map
 from .output import check_output_dir, output_directory
@@ -32,8 +33,6 @@ PRODUCER = Producer("bignlp-convert", __version__)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ARCH_FAMILY = {"GPT2LMHeadModel": "gpt", "T5ForConditionalGeneration": "t5", "MT5ForConditionalGeneration": "t5"}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-# our training pads the vocabulary to a multiple of this (the launcher's make_vocab_size_divisible_by)
-VOCAB_DIVISIBLE_BY = 128
 
 
 def parse_size(text: str | int) -> int:

@@ -32,13 +32,13 @@ from bignlp_models import get_family, open_checkpoint, padded_vocab_size, save_m
 from bignlp_tokenizers import TokenizerSpec, build_tokenizer
 
 from . import __version__
+from .config import VOCAB_DIVISIBLE_BY
 from .maps import nemo_map
 from .output import check_output_dir, output_directory
 from .stream import Progress, iter_groups, layer_groups, mmap_large_buffers, nbytes
 from .torchzip import TorchSaveWriter
 
 PRODUCER = Producer("bignlp-convert", __version__)
-DIVISIBLE_BY = 128  # the launcher's make_vocab_size_divisible_by
 WEIGHTS = "model_weights.ckpt"
 # our tokenizer types ↔ NeMo's tokenizer section (library, type)
 _NEMO_TOKENIZERS = {"gpt2-bpe": ("megatron", "GPT2BPETokenizer"),
@@ -124,7 +124,7 @@ def to_nemo(checkpoint: str | os.PathLike, output_nemo: str | os.PathLike, *, te
     cfg = reader.config
     fmap.check_layout(cfg, tp, pp, pipeline_model_parallel_split_rank)
     place = _placements(fmap, cfg, tp, pp, pipeline_model_parallel_split_rank)
-    padded = padded_vocab_size(reader.vocab_size, DIVISIBLE_BY, tp)
+    padded = padded_vocab_size(reader.vocab_size, VOCAB_DIVISIBLE_BY, tp)
     shapes = reader.shapes
 
     def pieces(name: str, t: torch.Tensor):
@@ -162,7 +162,7 @@ def to_nemo(checkpoint: str | os.PathLike, output_nemo: str | os.PathLike, *, te
         dtype = next(iter(shapes.values()))[1]
         precision = {torch.bfloat16: "bf16", torch.float16: 16}.get(dtype, 32)
         config = fmap.model_config(cfg, tokenizer=_nemo_tokenizer(reader.tokenizer(), members), tp=tp, pp=pp,
-                                   split_rank=pipeline_model_parallel_split_rank, divisible_by=DIVISIBLE_BY,
+                                   split_rank=pipeline_model_parallel_split_rank, divisible_by=VOCAB_DIVISIBLE_BY,
                                    precision=precision)
         config["vocab_size"] = reader.vocab_size
         work = tmp / "ranks"
@@ -294,7 +294,7 @@ def from_nemo(nemo_file: str | os.PathLike, output: str | os.PathLike, *,
         tp, pp = int(y.get("tensor_model_parallel_size") or 1), int(y.get("pipeline_model_parallel_size") or 1)
         split = y.get("pipeline_model_parallel_split_rank")
         tok = _tokenizer_from_yaml(y.get("tokenizer") or {}, extract, work / "tokenizer")
-        padded = padded_vocab_size(tok.vocab_size, int(y.get("make_vocab_size_divisible_by") or DIVISIBLE_BY), tp)
+        padded = padded_vocab_size(tok.vocab_size, int(y.get("make_vocab_size_divisible_by") or VOCAB_DIVISIBLE_BY), tp)
         cfg = fmap.config_from_yaml(y, padded)
         try:
             fmap.check_layout(cfg, tp, pp, split)

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bignlp_contracts import ConfigError, apply_overrides, from_dict, load_yaml
-from bignlp_contracts.config import resolve_config_path, resolve_interpolations
+from bignlp_contracts import ConfigError, load_config
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 PRECISIONS = {"32": "float32", "fp32": "float32", "bf16": "bfloat16", "16": "float16"}
@@ -77,15 +76,7 @@ def shipped_configs() -> list[str]:
 
 def load_evaluation_config(source: str | os.PathLike | None, overrides: Sequence[str] = ()) -> EvaluationConfig:
     """A shipped config name (``gpt3/evaluate_all``), a YAML path, or nothing; then ``key.sub=value`` overrides."""
-    data: dict[str, Any] = {}
-    if source is not None:
-        data = load_yaml(resolve_config_path(str(source), CONFIGS_DIR))
-    if isinstance(data.get("evaluation"), dict):  # the launcher's whole config, or its evaluation section
-        data = {**{k: v for k, v in data.items() if k != "evaluation"}, **data["evaluation"]}
-    data = apply_overrides(data, [o.removeprefix("evaluation.") for o in overrides])
-    resolved = resolve_interpolations({**data, "evaluation": data})
-    resolved.pop("evaluation", None)
-    cfg = from_dict(EvaluationConfig, resolved)
+    cfg = load_config(EvaluationConfig, source, overrides, builtin_dir=CONFIGS_DIR, section="evaluation")
     torch_dtype_name(cfg.model.precision)
     if cfg.model.eval_batch_size < 1:
         raise ConfigError(f"model.eval_batch_size={cfg.model.eval_batch_size}: must be at least 1")

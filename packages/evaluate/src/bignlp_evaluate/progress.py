@@ -5,15 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-
-def format_duration(seconds: float) -> str:
-    """``75`` → ``1m15s``; ``3700`` → ``1h01m``."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+from bignlp_contracts import format_duration
 
 
 class Progress:

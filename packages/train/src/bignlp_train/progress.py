@@ -9,19 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bignlp_contracts import atomic_write_text
+from bignlp_contracts import atomic_write_text, format_duration
 
 METRICS_FILE = "metrics.jsonl"
-
-
-def format_duration(seconds: float) -> str:
-    """``75`` → ``1m15s``; ``3725`` → ``1h02m``."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class Progress:
