@@ -266,7 +266,9 @@ def from_nemo(nemo_file: str | os.PathLike, output: str | os.PathLike, *,
         tar = tarfile.open(nemo_file, "r:*")  # noqa: SIM115 - closed below; uncompressed, or gzip before NeMo 1.7
         members = {m.name.removeprefix("./"): m for m in tar.getmembers()}  # reads to the end
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        raise ArtifactError(f"{nemo_file}: not a complete .nemo archive (a tar, or a gzip tar): {e}",
+        # tarfile's "could not be opened" lists every compression it tried: say what matters
+        reason = "no tar header" if "could not be opened" in str(e) else str(e).splitlines()[0]
+        raise ArtifactError(f"{nemo_file}: not a complete .nemo archive (a tar, or a gzip tar): {reason}",
                             hint="was it copied completely? compare its size with the original") from None
     with tar, tempfile.TemporaryDirectory(prefix="from-nemo-") as work_dir:
         work = Path(work_dir)
