@@ -119,9 +119,24 @@ EVALUATION = ArtifactKind(
     required_files=("results.json",),
 )
 
+TASK_DATA = ArtifactKind(
+    name="task-data",
+    kind_version=1,
+    description=(
+        "A downstream task's examples in two forms, per split (train, validation, test) and, for XQuAD, per "
+        "language: T5 text-to-text files t5/{split}[_{lang}]_src.txt and _tgt.txt (one example a line, the "
+        "same line count) and prompt-learning JSONL prompt/{split}[_{lang}].jsonl (taskname, context, question, "
+        "answer, ...). summary.task names the task (squad/v1.1, squad/v2.0, xquad, glue/mnli, ...), "
+        "summary.source where the data came from, summary.splits the examples per split and file, "
+        "summary.format the source template of the text-to-text files."
+    ),
+    produced_by="bignlp-dataprep run --config squad/v1.1 data_dir=DIR",
+)
+
 KINDS: dict[str, ArtifactKind] = {
     k.name: k
-    for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION, NEMO_ARCHIVE, HF_MODEL, EVALUATION)
+    for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION, NEMO_ARCHIVE, HF_MODEL, EVALUATION,
+                TASK_DATA)
 }
 
 
