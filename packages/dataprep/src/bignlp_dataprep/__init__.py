@@ -8,4 +8,4 @@ preprocess → finalize, sharded by ``(rank, world_size)``). ``bignlp-dataprep p
 ``bignlp-dataprep run`` are thin CLIs over them.
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"

@@ -234,7 +234,8 @@ def train_tokenizer(inputs, json_keys, **args) -> None:
 @main.command()
 @click.option("--config", "config_name", required=True, metavar="NAME_OR_PATH",
               help="Recipe: a shipped name (gpt3/download_gpt3_pile, t5/download_t5_pile, mt5/download_mc4, "
-                   "generic/custom_dataset) or a YAML file whose 'dataset' key is pile, mc4 or custom_dataset.")
+                   "generic/custom_dataset; task data: squad/v1.1, squad/v2.0, xquad, glue/<task>) or a YAML file "
+                   "whose 'dataset' key is pile, mc4, custom_dataset, squad, xquad or glue.")
 @click.option("--step", "step", default="all", show_default=True, metavar="STEP[,STEP...]",
               help="Steps to run: all, or a comma list of download, extract, tokenizer, preprocess, finalize. "
                    "download, extract and preprocess work per shard file on this process's share and skip files "
@@ -285,6 +286,17 @@ def run(config_name: str, step: str, rank: int | None, world_size: int | None, o
         raise click.UsageError("give --rank and --world-size together (or neither, to use SLURM_ARRAY_* or 0 of 1)")
     if rank is not None and world_size is not None and rank >= world_size:
         raise click.UsageError(f"--rank {rank} must be below --world-size {world_size}")
+    from .tasks import is_task_config
+
+    if is_task_config(config_name):  # squad/v1.1, xquad, glue/<task>: a task-data artifact
+        from .tasks import load_task, run_task
+
+        with exit_on_error(PROG):
+            task = load_task(config_name, overrides)
+            manifest = run_task(task, config_name=config_name, echo=lambda msg: click.echo(msg, err=True))
+        counts = ", ".join(f"{split} {n.get('t5', n.get('prompt'))}" for split, n in manifest.summary["splits"].items())
+        click.echo(f"artifact: {task.root} (task-data {task.task}: {counts})")
+        return
     with exit_on_error(PROG):
         from .runner import parse_steps
 
