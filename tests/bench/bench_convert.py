@@ -13,8 +13,11 @@ byte). The baseline, measured in the same run between the conversions: ``cp`` of
 
 Targets: peak RSS <= 1.5 x the largest group of weights a converter holds at once + 500 MB (here the
 token embedding, 206 MB: larger than a transformer layer's 50 MB); throughput (checkpoint bytes /
-seconds) >= 0.5 x cp's. Files are in the page cache for both (they were just written), as for a
-conversion that follows training on the same node; ``--cold`` evicts them first (``posix_fadvise``).
+seconds) >= 0.5 x cp's. GNU cp copies inside the kernel (copy_file_range) and checks nothing; a
+conversion must also hash every byte it writes for the output's manifest, so the run prints sha256's
+own single-core speed as the floor no converter can beat on the same machine. Files are in the page
+cache for both (they were just written), as for a conversion that follows training on the same node;
+``--cold`` evicts them first (``posix_fadvise``).
 
     python tests/bench/bench_convert.py [--dir /tmp] [--repeat 2] [--cold] [--keep]
 """
@@ -22,7 +25,9 @@ conversion that follows training on the same node; ``--cold`` evicts them first 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -86,7 +91,19 @@ def build(root: Path) -> tuple[Path, int, int]:
     return ckpt, nbytes, largest
 
 
+def sha256_rate(size: int = 256 * 2**20) -> float:
+    """Bytes per second hashlib's sha256 reaches on one core (best of 3)."""
+    data = os.urandom(size)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        hashlib.sha256(data).digest()
+        best = min(best, time.perf_counter() - start)
+    return size / best
+
+
 def timed_cp(ckpt: Path, root: Path, cold: bool) -> float:
+    os.sync()  # no earlier run's dirty pages to write back during this one
     if cold:
         evict(ckpt)
     dest = root / "cp"
@@ -98,6 +115,7 @@ def timed_cp(ckpt: Path, root: Path, cold: bool) -> float:
 
 
 def convert(kind: str, ckpt: Path, root: Path, cold: bool) -> dict:
+    os.sync()
     if cold:
         evict(ckpt)
     out = root / f"out-{kind}"
@@ -130,6 +148,9 @@ def main() -> None:
                 runs[kind].append(convert(kind, ckpt, root, args.cold))
         cp_rate = nbytes / min(cp_s)
         print(f"cp of the same bytes: {cp_rate / MB:,.0f} MB/s (best of {len(cp_s)})")
+        sha_rate = sha256_rate()
+        print(f"floor: sha256 on one core {sha_rate / MB:,.0f} MB/s = {sha_rate / cp_rate:.2f} x cp -- every output "
+              f"file's sha256 goes in its manifest, so no conversion here can be faster than that")
         budget = 1.5 * largest + 500 * MB
         ok = True
         for kind, label in (("hf", "to-hf (safetensors)"), ("nemo", "to-nemo TP=2")):

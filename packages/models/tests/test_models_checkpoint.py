@@ -100,14 +100,21 @@ def test_logits_equal_the_trained_model_on_real_vocabulary(checkpoint, trained, 
 
 
 def test_reads_model_entries_only(checkpoint, monkeypatch):
+    import bignlp_models.checkpoint as ckpt_module
+
     read = []
-    original = dcp.FileSystemReader.read_data
+    original_dcp, original_direct = dcp.FileSystemReader.read_data, ckpt_module.read_direct
 
-    def spy(self, plan, planner):
+    def spy_dcp(self, plan, planner):
         read.extend(item.dest_index.fqn for item in plan.items)
-        return original(self, plan, planner)
+        return original_dcp(self, plan, planner)
 
-    monkeypatch.setattr(dcp.FileSystemReader, "read_data", spy)
+    def spy_direct(dcp_dir, saved, storage, tensors):
+        read.extend(tensors)
+        return original_direct(dcp_dir, saved, storage, tensors)
+
+    monkeypatch.setattr(dcp.FileSystemReader, "read_data", spy_dcp)
+    monkeypatch.setattr(ckpt_module, "read_direct", spy_direct)
     load_model(checkpoint)
     assert read and all(fqn.startswith("model.") for fqn in read), sorted(set(read))
 

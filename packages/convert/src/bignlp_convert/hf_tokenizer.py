@@ -21,6 +21,8 @@ from typing import Any
 from bignlp_contracts import ArtifactError
 from bignlp_tokenizers import Tokenizer, TokenizerSpec, build_tokenizer
 
+from .spm_proto import CONTROL, UNIGRAM, UNKNOWN, parse_model
+
 SAMPLE = "Tokenizers must agree: 3.14, naïve café, «Grüße», 東京, <extra_id_0> and </s>."
 
 
@@ -44,16 +46,21 @@ def _backend(tok: Tokenizer):
     return HFTokenizer.from_str(backend.to_str())
 
 
+def _read_model(model_file: Path):
+    try:
+        return parse_model(model_file.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"tokenizer {model_file}: not a SentencePiece model ({e})") from None
+
+
 def _unigram(model_file: Path):
     """A SentencePiece unigram model as a ``tokenizers`` Unigram with the model's own normalisation rules."""
-    from sentencepiece import sentencepiece_model_pb2
     from tokenizers import Regex, decoders, normalizers, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers.models import Unigram
 
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(model_file.read_bytes())
-    if proto.trainer_spec.model_type != 1:  # 1 = UNIGRAM; BPE models have other merge rules
+    proto = _read_model(model_file)
+    if proto.trainer_spec.model_type != UNIGRAM:  # 1 = UNIGRAM; BPE models have other merge rules
         raise ArtifactError(f"tokenizer {model_file}: a SentencePiece {proto.trainer_spec.model_type} model; only "
                             "unigram models (those of T5 and mT5) export to tokenizer.json")
     t = HFTokenizer(Unigram([(p.piece, p.score) for p in proto.pieces], proto.trainer_spec.unk_id,
@@ -133,13 +140,12 @@ def _spiece_to_json(model_file: Path, config: dict[str, Any], out: Path) -> Path
     ``extra_ids`` sentinels from the top (``<extra_id_0>`` is the last id), so they are appended here
     in that order. The control and unknown pieces are special, as there.
     """
-    from sentencepiece import SentencePieceProcessor, sentencepiece_model_pb2
+    from sentencepiece import SentencePieceProcessor
     from tokenizers import AddedToken
 
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(model_file.read_bytes())
+    proto = _read_model(model_file)
     backend = _unigram(model_file)
-    specials = [p.piece for p in proto.pieces if p.type in (2, 3)]  # 2 = UNKNOWN, 3 = CONTROL
+    specials = [p.piece for p in proto.pieces if p.type in (UNKNOWN, CONTROL)]
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     listed = [t for t in config.get("additional_special_tokens") or [] if isinstance(t, str)]
     numbers = {int(m.group(1)) for t in listed if (m := re.fullmatch(r"<extra_id_(\d+)>", t))}

@@ -4,7 +4,8 @@ The layout rules (FACTS: NeMo 1.11) are family-agnostic here; the family's name 
 (``maps.nemo_map``) says where each weight goes: its NeMo key, which pipeline stages hold it and
 along which dimension tensor parallelism splits it. ``to_nemo`` reads the checkpoint a layer at a
 time and streams every piece into its rank's ``model_weights.ckpt`` (``torchzip``), so no rank's
-state dict is ever whole in memory; the rank files are then added to an uncompressed tar. The
+state dict is ever whole in memory; the rank files are written in place inside the uncompressed
+tar, laid out beforehand from their planned sizes (``tarlayout``). The
 vocabulary is padded as NeMo pads it for the archive's layout (a multiple of
 ``make_vocab_size_divisible_by`` × TP, zero rows). ``from_nemo`` reads an archive (gzip ones from
 before NeMo 1.7 too), checks every shard against ``model_config.yaml``, merges the tensor-parallel
@@ -13,8 +14,6 @@ pieces and renumbers the stage-local layers.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import shutil
 import tarfile
@@ -36,7 +35,8 @@ from .config import VOCAB_DIVISIBLE_BY
 from .maps import nemo_map
 from .output import check_output_dir, output_directory
 from .stream import Progress, iter_groups, layer_groups, mmap_large_buffers, nbytes
-from .torchzip import TorchSaveWriter
+from .tarlayout import TarLayout, sha256_of
+from .torchzip import TorchSaveWriter, torch_save_size
 
 PRODUCER = Producer("bignlp-convert", __version__)
 WEIGHTS = "model_weights.ckpt"
@@ -165,62 +165,45 @@ def to_nemo(checkpoint: str | os.PathLike, output_nemo: str | os.PathLike, *, te
                                    split_rank=pipeline_model_parallel_split_rank, divisible_by=VOCAB_DIVISIBLE_BY,
                                    precision=precision)
         config["vocab_size"] = reader.vocab_size
-        work = tmp / "ranks"
-        writers = {}
+        # every rank file's size is known from its plan, so the archive is laid out first and each
+        # rank file is written straight into its place: the weights are written once
+        layout = TarLayout()
+        layout.add_bytes("./model_config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+        for member, source in members.items():
+            layout.add_file(f"./{member}", source)
+        names = {}
         for (stage, r), plan in plans.items():
             d = rank_dir(r, stage, tp, pp)
-            (work / d).mkdir(parents=True, exist_ok=True)
-            writers[(stage, r)] = (d, TorchSaveWriter(work / d / WEIGHTS, plan))
-        progress = Progress("to-nemo", nbytes(shapes), log=log)
-        for group in iter_groups(reader, progress=progress):
-            for name, t in group.items():
-                for stage, r, key, piece in pieces(name, t):
-                    writers[(stage, r)][1].write(key, piece)
-        for _, w in writers.values():
-            w.close()
-        progress.finish()
+            if d:
+                layout.add_dir(f"./{d}")
+            names[(stage, r)] = f"./{d}/{WEIGHTS}" if d else f"./{WEIGHTS}"
+            layout.reserve(names[(stage, r)], torch_save_size(plan))
         nemo_part = tmp / (output_nemo.name + ".part")
-        with open(nemo_part, "wb") as raw, tarfile.open(fileobj=(sink := _HashingFile(raw)), mode="w:") as tar:
-            _add_bytes(tar, "./model_config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
-            for member, source in members.items():
-                tar.add(source, arcname=f"./{member}")
-            for d, w in writers.values():
-                if d:
-                    info = tarfile.TarInfo(f"./{d}")
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-                tar.add(w.path, arcname=f"./{d}/{WEIGHTS}" if d else f"./{WEIGHTS}")
-                w.path.unlink()  # the archive holds it now: never two copies on disk for long
-        shutil.rmtree(work)
+        fd, regions = layout.write(nemo_part)
+        try:
+            writers = {key: TorchSaveWriter(regions[names[key]], plan) for key, plan in plans.items()}
+            progress = Progress("to-nemo", nbytes(shapes), log=log)
+            for group in iter_groups(reader, progress=progress):
+                for name, t in group.items():
+                    for stage, r, key, piece in pieces(name, t):
+                        writers[(stage, r)].write(key, piece)
+            for w in writers.values():
+                w.close()
+            for region in regions.values():
+                region.check()
+        finally:
+            os.close(fd)
+        progress.finish()
+        digest = sha256_of(nemo_part)
         nemo_part.rename(tmp / output_nemo.name)
         write_manifest(tmp, NEMO_ARCHIVE, producer=PRODUCER, files=[output_nemo.name],
-                       hashes={output_nemo.name: sink.sha256.hexdigest()},
+                       hashes={output_nemo.name: digest},
                        inputs=[input_record(reader.path)],
                        summary={"nemo_file": output_nemo.name, "family": family, "model": dict(config),
                                 "tokenizer": reader.manifest.summary.get("tokenizer"),
                                 "tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp})
     log(f"wrote {output_nemo}")
     return output_nemo
-
-
-class _HashingFile:
-    """A write-only file that hashes what passes through (the archive's sha256 without reading it back)."""
-
-    def __init__(self, f) -> None:
-        self._f, self.sha256 = f, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.sha256.update(data)
-        return self._f.write(data)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), 0o644
-    tar.addfile(info, io.BytesIO(data))
 
 
 def _family_of(y: dict[str, Any]) -> str:

@@ -51,23 +51,42 @@ class _Pickler(pickle.Pickler):
         return None
 
 
-class TorchSaveWriter:
-    """A ``torch.save``d dict ``{name: tensor}`` whose entries are declared up front and written in order."""
+class _Counter:
+    """A sink that only counts what is written (sizing an archive before writing it)."""
 
-    def __init__(self, path: Path, plan: Sequence[tuple[str, torch.Size, torch.dtype]]) -> None:
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data) -> int:
+        n = memoryview(data).nbytes
+        self.size += n
+        return n
+
+    def flush(self) -> None:
+        pass
+
+
+class TorchSaveWriter:
+    """A ``torch.save``d dict ``{name: tensor}`` whose entries are declared up front and written in order.
+
+    ``target``: a path, or an object with ``write(buffer)`` (the bytes arrive in order).
+    """
+
+    def __init__(self, target, plan: Sequence[tuple[str, torch.Size, torch.dtype]], *,
+                 compute_crc32: bool = True) -> None:
         self._order = [(name, tuple(shape), dtype) for name, shape, dtype in plan]
         state = collections.OrderedDict()
         for i, (name, shape, dtype) in enumerate(self._order):
             state[name] = _Tensor(_Storage(str(i), dtype, int(torch.Size(shape).numel())), shape)
         buf = io.BytesIO()
         _Pickler(buf, protocol=2).dump(state)
-        self._zip = torch._C.PyTorchFileWriter(str(path))
+        self._zip = torch._C.PyTorchFileWriter(str(target) if isinstance(target, Path) else target, compute_crc32)
         data = buf.getvalue()
         self._zip.write_record("data.pkl", data, len(data))
         self._zip.write_record(".format_version", "1", 1)
         self._zip.write_record("byteorder", sys.byteorder, len(sys.byteorder))
         self._next = 0
-        self.path = path
+        self.path = target if isinstance(target, Path) else None
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         want = self._order[self._next]
@@ -85,3 +104,21 @@ class TorchSaveWriter:
         if self._next != len(self._order):
             raise RuntimeError(f"{self.path}: {len(self._order) - self._next} declared tensors were never written")
         self._zip.write_end_of_file()
+
+
+def torch_save_size(plan: Sequence[tuple[str, torch.Size, torch.dtype]]) -> int:
+    """The exact size of the file ``TorchSaveWriter`` writes for ``plan`` (a dry run that writes nowhere).
+
+    The zip layout depends on names and sizes only, so the records are written from one scratch
+    buffer (never read: no CRC is computed) into a counter.
+    """
+    largest = max((int(torch.Size(shape).numel()) * dtype.itemsize for _, shape, dtype in plan), default=0)
+    scratch = torch.empty(largest, dtype=torch.uint8).untyped_storage() if largest else None
+    counter = _Counter()
+    writer = TorchSaveWriter(counter, plan, compute_crc32=False)
+    for i, (_, shape, dtype) in enumerate(writer._order):
+        size = int(torch.Size(shape).numel()) * dtype.itemsize
+        writer._zip.write_record(f"data/{i}", scratch[:size] if size else b"", size)
+    writer._next = len(writer._order)
+    writer.close()
+    return counter.size

@@ -48,6 +48,7 @@ from bignlp_contracts import (
 )
 from bignlp_tokenizers import Tokenizer, tokenizer_from_summary
 
+from .dcp_direct import read_direct
 from .placement import place_model, resolve_devices
 from .spec import FAMILIES, FamilySpec
 
@@ -80,6 +81,7 @@ class _Source:
     padded_vocab_size: int
     vocab_size: int
     saved: dict[str, Any]  # dcp/ metadata: key → storage metadata
+    storage: dict[Any, Any] = dataclasses.field(default_factory=dict)  # dcp/ metadata: chunk → file byte range
 
 
 def _error(path: Path, message: str, hint: str | None = None) -> ArtifactError:
@@ -148,7 +150,8 @@ def _open(checkpoint: str | os.PathLike, verify: str) -> _Source:
         raise _error(path, f"cannot read {DCP_DIR}/.metadata ({type(exc).__name__}: {exc})") from None
     if verify == "sha256":
         _check_sha256(path, manifest, _files_read(manifest, metadata.storage_data or {}))
-    return _Source(path, manifest, spec, config, padded_vocab, vocab, metadata.state_dict_metadata)
+    return _Source(path, manifest, spec, config, padded_vocab, vocab, metadata.state_dict_metadata,
+                   dict(metadata.storage_data or {}))
 
 
 def _plan_reads(src: _Source, tensors: dict[str, torch.Tensor]) -> tuple[dict, list, list]:
@@ -198,16 +201,30 @@ def _plan_reads(src: _Source, tensors: dict[str, torch.Tensor]) -> tuple[dict, l
 
 @torch.no_grad()
 def _read(src: _Source, tensors: dict[str, torch.Tensor]) -> None:
-    """Fill ``tensors`` (whole-model names, allocated where they live) from the checkpoint's dcp/."""
+    """Fill ``tensors`` (whole-model names, allocated where they live) from the checkpoint's dcp/.
+
+    Plain items are read straight into their destinations (``dcp_direct``, padded vocabulary rows
+    never read); whatever that cannot read goes through ``dcp.load``.
+    """
     template, unpad, tied = _plan_reads(src, tensors)
+    unpadded = {id(loaded): dest for dest, loaded, _ in unpad}
+    wanted = {MODEL_PREFIX + key: unpadded.get(id(t), t) for key, t in template["model"].items()}
     try:
-        with _quiet_dcp():
-            dcp.load(template, checkpoint_id=src.path / DCP_DIR, no_dist=True)
-    except Exception as exc:  # DCP raises several kinds; all mean "these files do not hold it"
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise _error(src.path, f"cannot read the model from {DCP_DIR}/ ({type(exc).__name__}: {first})") from None
+        left = set(read_direct(src.path / DCP_DIR, src.saved, src.storage, wanted))
+    except OSError as exc:
+        raise _error(src.path, f"cannot read the model from {DCP_DIR}/ ({type(exc).__name__}: {exc})") from None
+    rest = {key: t for key, t in template["model"].items() if MODEL_PREFIX + key in left}
+    if rest:
+        try:
+            with _quiet_dcp():
+                dcp.load({"model": rest}, checkpoint_id=src.path / DCP_DIR, no_dist=True)
+        except Exception as exc:  # DCP raises several kinds; all mean "these files do not hold it"
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise _error(src.path, f"cannot read the model from {DCP_DIR}/ ({type(exc).__name__}: {first})") from None
+    loaded_rest = {id(t) for t in rest.values()}
     for dest, loaded, rows in unpad:
-        dest.copy_(loaded[:rows])
+        if id(loaded) in loaded_rest:
+            dest.copy_(loaded[:rows])
     for dest, source in tied:  # after the row slices: a copy of a sliced weight copies its real rows
         dest.copy_(source)
 

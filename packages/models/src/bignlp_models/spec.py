@@ -7,6 +7,7 @@ manifest names its family (``summary.family``), so any stage finds the spec from
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -64,8 +65,28 @@ class FamilySpec:
         """The model on the meta device: shapes and structure, no memory, no RNG draws."""
         import torch
 
-        with torch.device("meta"):
+        with torch.device("meta"), _skip_init():
             return self.model_class(cfg)
+
+
+_INIT_FUNCTIONS = ("normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                   "xavier_uniform_", "xavier_normal_", "zeros_", "ones_", "constant_")
+
+
+@contextlib.contextmanager
+def _skip_init():
+    """``torch.nn.init`` does nothing inside: on meta tensors it has nothing to fill, yet its first call
+    there imports torch's compiler stack (about a second) for the reference implementations."""
+    from torch.nn import init
+
+    saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS}
+    for name in _INIT_FUNCTIONS:
+        setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
 
 
 GPT_SPEC = FamilySpec(
