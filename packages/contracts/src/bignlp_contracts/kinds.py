@@ -133,10 +133,25 @@ TASK_DATA = ArtifactKind(
     produced_by="bignlp-dataprep run --config squad/v1.1 data_dir=DIR",
 )
 
+TRITON_REPOSITORY = ArtifactKind(
+    name="triton-repository",
+    kind_version=1,
+    description=(
+        "A Triton Inference Server model repository for one checkpoint: preprocessing (text to ids), the model "
+        "(Python backend generating with bignlp_models and a KV cache) and its decoupled twin <name>_stream, "
+        "postprocessing (ids to text), ensemble and ensemble_stream chaining them; each with config.pbtxt and "
+        "1/model.py. <name>/1/checkpoint is a weights-only model-checkpoint (with its own manifest), so the "
+        "repository is self-contained. summary.model_name, summary.family, summary.models, summary.max_batch_size, "
+        "summary.data_type; inputs[] names the source checkpoint by its manifest's sha256."
+    ),
+    produced_by="bignlp-export triton --checkpoint RUN_DIR --output DIR",
+    required_files=("ensemble/config.pbtxt",),
+)
+
 KINDS: dict[str, ArtifactKind] = {
     k.name: k
     for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION, NEMO_ARCHIVE, HF_MODEL, EVALUATION,
-                TASK_DATA)
+                TASK_DATA, TRITON_REPOSITORY)
 }
 
 
