@@ -30,6 +30,7 @@ from .kinds import (
     MEGATRON_DATASET,
     MODEL_CHECKPOINT,
     NEMO_ARCHIVE,
+    PROMPT_CHECKPOINT,
     TASK_DATA,
     TRITON_REPOSITORY,
     ArtifactKind,
@@ -67,11 +68,11 @@ from .runenv import RunEnv, discover_run_env, expand_hostlist
 from .runlock import LockHolder, RunDirBusyError, RunLock, lock_run_dir, probe_run_lock, read_lock_holder
 from .verify import FileProblem, check_files, share_files
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 __all__ = [
     "MANIFEST_NAME", "KINDS", "MEGATRON_DATASET", "MODEL_CHECKPOINT", "GPT_CHECKPOINT", "CHECKPOINT_KINDS",
-    "NEMO_ARCHIVE", "HF_MODEL", "EVALUATION", "TASK_DATA", "TRITON_REPOSITORY",
+    "NEMO_ARCHIVE", "HF_MODEL", "EVALUATION", "PROMPT_CHECKPOINT", "TASK_DATA", "TRITON_REPOSITORY",
     "ArtifactKind", "ArtifactError", "BigNLPError", "ConfigError", "DatasetRef", "FileProblem", "InputError",
     "LockHolder", "Manifest", "Producer", "RetryableError", "RunDirBusyError", "RunEnv", "RunLock",
     "apply_overrides", "atomic_directory", "atomic_output_file", "atomic_write_bytes", "atomic_write_text",

@@ -133,6 +133,21 @@ TASK_DATA = ArtifactKind(
     produced_by="bignlp-dataprep run --config squad/v1.1 data_dir=DIR",
 )
 
+PROMPT_CHECKPOINT = ArtifactKind(
+    name="prompt-checkpoint",
+    kind_version=1,
+    description=(
+        "Virtual prompts learned on a frozen base model (p-tuning or prompt tuning), and nothing of the base: "
+        "prompts.safetensors (table: one row per virtual token of every task, the p-tuning encoders folded in), "
+        "prompt_config.json (per task: its template, total_virtual_tokens, virtual_token_splits, answer_field, "
+        "truncate_field, first row in the table, style) and the resolved config as config.yaml. summary.base pins "
+        "the base model-checkpoint by path and the sha256 of its manifest.json, summary.family its family, "
+        "summary.tokenizer_sha256 the base's tokenizer files; summary.tasks lists the tasks."
+    ),
+    produced_by="bignlp-train prompt-learn --config gpt3/squad model.language_model_path=RUN_DIR",
+    required_files=("prompts.safetensors", "prompt_config.json"),
+)
+
 TRITON_REPOSITORY = ArtifactKind(
     name="triton-repository",
     kind_version=1,
@@ -151,7 +166,7 @@ TRITON_REPOSITORY = ArtifactKind(
 KINDS: dict[str, ArtifactKind] = {
     k.name: k
     for k in (MEGATRON_DATASET, MODEL_CHECKPOINT, GPT_CHECKPOINT, CSP_VALIDATION, NEMO_ARCHIVE, HF_MODEL, EVALUATION,
-                TASK_DATA, TRITON_REPOSITORY)
+                TASK_DATA, TRITON_REPOSITORY, PROMPT_CHECKPOINT)
 }
 
 
