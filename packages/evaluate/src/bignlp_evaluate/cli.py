@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -50,9 +51,13 @@ def main() -> None:
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto [default: model.device, auto].")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="only the first N documents of each task (a smoke test, not a score) [default: run.limit].")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="start this many local processes, each scoring a share of every task's documents (the "
+                   "results equal one process's); leave at 1 under torchrun or srun, which start them.")
 @click.argument("overrides", nargs=-1, metavar="[KEY.SUB=VALUE]...")
-def harness_command(config_name, checkpoint, tasks, data_dir, output, batch_size, precision, device, limit,
-                    overrides) -> None:
+@click.pass_context
+def harness_command(ctx, config_name, checkpoint, tasks, data_dir, output, batch_size, precision, device, limit,
+                    nproc_per_node, overrides) -> None:
     """Run lm-evaluation-harness tasks on a GPT checkpoint and write an evaluation artifact.
 
     \b
@@ -60,8 +65,10 @@ def harness_command(config_name, checkpoint, tasks, data_dir, output, batch_size
       bignlp-evaluate harness --checkpoint results/gpt3_126m --tasks all_tasks --data-dir data/eval_harness \\
           --output results/gpt3_126m/eval_all
       bignlp-evaluate harness --config gpt3/evaluate_all run.model_train_name=gpt3_126m model.eval_batch_size=16
+      bignlp-evaluate harness --nproc-per-node 2 --checkpoint results/gpt3_126m --tasks lambada \\
+          --data-dir data/eval_harness --output results/gpt3_126m/eval_lambada
     """
-    from bignlp_contracts import to_dict
+    from bignlp_contracts import discover_run_env, to_dict
 
     from .harness import evaluate_checkpoint
 
@@ -87,6 +94,22 @@ def harness_command(config_name, checkpoint, tasks, data_dir, output, batch_size
         run.results_dir = str(output) if output is not None else run.results_dir
         if not run.results_dir:
             raise ConfigError("no output directory", hint="give --output DIR (or run.results_dir=DIR)")
+        if nproc_per_node > 1:
+            if discover_run_env().is_distributed:
+                raise ConfigError("--nproc-per-node starts the processes itself",
+                                  hint="under torchrun or srun leave it at 1")
+            from .harness import check_decoder_only, check_output
+
+            check_output(run.results_dir)  # one error line here rather than one per process
+            check_decoder_only(checkpoint)
+            from bignlp_contracts.launch import launch_local
+
+            given = {"--config": config_name, "--checkpoint": checkpoint, "--tasks": tasks, "--data-dir": data_dir,
+                     "--output": output, "--batch-size": batch_size, "--precision": precision, "--device": device,
+                     "--limit": limit}  # the same command, once per process
+            argv = [sys.executable, "-m", "bignlp_evaluate", "harness"]
+            argv += [str(x) for flag, value in given.items() if value is not None for x in (flag, value)]
+            ctx.exit(launch_local([*argv, *overrides], nproc_per_node))
         evaluate_checkpoint(checkpoint, tasks=run.tasks, data_dir=run.data_dir, output=run.results_dir,
                             batch_size=m.eval_batch_size, dtype=torch_dtype_name(m.precision),
                             device=_device(m.device), limit=run.limit, config=to_dict(cfg), log=_log)

@@ -8,10 +8,11 @@ leaves nothing that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from bignlp_contracts import (
     Producer,
     atomic_directory,
     checkpoint_family,
+    discover_run_env,
     git_commit,
     input_record,
     read_checkpoint,
@@ -114,12 +116,17 @@ def evaluate_checkpoint(
 
         from .lm import BigNLPLM
 
-        if log:
-            log(f"loading {checkpoint} ({dtype}, {device})")
-        loaded = load_model(checkpoint, device=device, dtype=getattr(torch, dtype))
-        lm = BigNLPLM(loaded, batch_size=batch_size, log=log, progress_every_s=progress_every_s)
-        results = _run_lm_eval(lm, specs, include_dir, online=bool(online), limit=limit,
-                               bootstrap_iters=bootstrap_iters)
+        with _process_group(device) as (rank, world_size, device):
+            if rank != 0:
+                log = None  # one progress stream: rank 0's
+            if log:
+                log(f"loading {checkpoint} ({dtype}, {device})")
+            loaded = load_model(checkpoint, device=device, dtype=getattr(torch, dtype))
+            lm = BigNLPLM(loaded, batch_size=batch_size, log=log, progress_every_s=progress_every_s)
+            results = _run_lm_eval(lm, specs, include_dir, online=bool(online), limit=limit,
+                                   bootstrap_iters=bootstrap_iters)
+    if rank != 0:
+        return output  # lm-eval gathered every rank's metrics on rank 0, which writes the artifact
     names = {s.lm_eval_task: s.name for s in specs}
     rows = table_rows(results["results"], names)
     with atomic_directory(output) as tmp:
@@ -135,10 +142,35 @@ def evaluate_checkpoint(
                        inputs=inputs,
                        summary={"tasks": [s.name for s in specs], "lm_eval_tasks": names, "metrics":
                                 metrics_summary(rows), "limit": limit, "dtype": dtype,
-                                "lm_eval_version": _lm_eval_version(), "family": loaded.family.name})
+                                "lm_eval_version": _lm_eval_version(), "family": loaded.family.name,
+                                "processes": world_size})
     if log:
         log(f"wrote {output}")
     return output
+
+
+@contextlib.contextmanager
+def _process_group(device: str) -> Iterator[tuple[int, int, str]]:
+    """(rank, world size, device) of this process; under torchrun, srun or ``--nproc-per-node`` a process group is
+    joined first (gloo on CPUs, NCCL on GPUs: each local rank its own GPU) and left after."""
+    import torch
+    import torch.distributed as dist
+
+    env = discover_run_env()
+    if not env.is_distributed:
+        yield 0, 1, device
+        return
+    if device.startswith("cuda"):
+        device = f"cuda:{env.local_rank}"
+        torch.cuda.set_device(device)
+    os.environ.update(env.torch_env())
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=env.rank,
+                            world_size=env.world_size)
+    try:
+        yield env.rank, env.world_size, device
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def _run_lm_eval(lm, specs: Sequence[TaskSpec], include_dir: str, *, online: bool, limit: int | None,
@@ -151,6 +183,8 @@ def _run_lm_eval(lm, specs: Sequence[TaskSpec], include_dir: str, *, online: boo
     results = lm_eval.simple_evaluate(model=lm, tasks=[s.lm_eval_task for s in specs], task_manager=manager,
                                       limit=limit, bootstrap_iters=bootstrap_iters, log_samples=False)
     if results is None:
+        if lm.rank != 0:
+            return {}  # lm-eval returns results on rank 0 only
         raise RuntimeError("lm-eval returned no results")
     return dict(results)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
@@ -54,6 +55,30 @@ class BigNLPLM(TemplateLM):
         self._device = loaded.devices[0]
         self.log = log
         self.progress_every_s = progress_every_s
+
+        if dist.is_available() and dist.is_initialized():
+            # lm-eval splits each task's documents across ranks and gathers their metrics on rank 0
+            self._rank, self._world_size = dist.get_rank(), dist.get_world_size()
+
+    # --- several processes: what lm-eval's evaluator calls when world_size > 1 ------------------
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self._world_size == 1:
+            return tensor
+        flat = tensor.reshape(-1)
+        parts = [torch.empty_like(flat) for _ in range(self._world_size)]
+        dist.all_gather(parts, flat)
+        return torch.cat(parts)
+
+    def gather_object(self, obj, dst: int = 0):
+        if self._world_size == 1:
+            return [obj]
+        out = [None] * self._world_size if self._rank == dst else None
+        dist.gather_object(obj, out, dst=dst)
+        return out
+
+    def barrier(self) -> None:
+        if self._world_size > 1:
+            dist.barrier()
 
     # --- what TemplateLM needs ---------------------------------------------------------------
     @property
