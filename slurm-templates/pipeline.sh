@@ -1,8 +1,9 @@
 #!/bin/bash
 # Submit a whole pipeline to Slurm and watch it: a dataprep array (one shard per task) -> finalize
-# -> training [-> conversion to .nemo or Hugging Face, when CONVERT_OUTPUT is set], chained with sbatch --parsable and --dependency=afterok. When a stage fails, its
-# dependents are cancelled (scancel, on top of --kill-on-invalid-dep=yes) and the failed stage, array
-# task, exit code and log are named. The same chain trains GPT-3, T5 or mT5: the training config
+# -> training [-> conversion to .nemo or Hugging Face, when CONVERT_OUTPUT is set] [-> evaluation with
+# lm-eval tasks, when EVAL_OUTPUT is set], chained with sbatch --parsable and --dependency=afterok.
+# When a stage fails, its dependents are cancelled (scancel, on top of --kill-on-invalid-dep=yes) and
+# the failed stage, array task, exit code and log are named. The same chain trains GPT-3, T5 or mT5: the training config
 # decides (a T5/mT5 config needs a dataset with sentinels, which the t5/ and mt5/ recipes make).
 #
 # Usage: slurm-templates/pipeline.sh [--no-watch]
@@ -40,12 +41,20 @@
 #   CONVERT_TP, CONVERT_PP optional  tensor / pipeline model-parallel size of the .nemo (default 1, 1)
 #   CONVERT_CONFIG       optional  conversion config with the launcher's keys (gpt3/convert_gpt3, t5/convert_t5, ...)
 #   CONVERT_CPUS         optional  --cpus-per-task of the conversion job (default: the template's, 2)
+#   EVAL_OUTPUT          optional  add an evaluation stage after training (evaluate.sbatch): the evaluation
+#                                  artifact directory to write (new or empty)
+#   EVAL_DATA_DIR        with EVAL_OUTPUT  the task files (<task>.jsonl each; see bignlp-evaluate download)
+#   EVAL_TASKS           optional  comma list of tasks, or all_tasks (default: all_tasks)
+#   EVAL_CONFIG          optional  evaluation config with the launcher's keys (gpt3/evaluate_all or a YAML file)
+#   EVAL_TASKS_PER_NODE  optional  evaluation processes, one per GPU or CPU slot (default: EVAL_GPUS_PER_NODE, else 1)
+#   EVAL_GPUS_PER_NODE   optional  --gpus-per-node of the evaluation job (default: none)
+#   EVAL_CPUS            optional  --cpus-per-task of each evaluation task (default: the template's, 2)
 #   LOG_DIR              optional  directory of the jobs' output files (default: the current directory)
 #   WATCH_POLL_S         optional  seconds between two looks at the queue (default 5)
 #   CONTAINER_IMAGE, CONTAINER_MOUNTS, BIGNLP_VENV and sbatch's own SBATCH_* input variables
 #                        (SBATCH_PARTITION, SBATCH_ACCOUNT, ...) reach every stage.
 #
-# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=[, convert=]); progress and
+# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=[, convert=][, evaluate=]); progress and
 # the failure report on stderr. Exit status: 0 every stage completed (with --no-watch: submitted),
 # 1 a stage failed or was cancelled, 2 a bad parameter or a job sbatch refused (nothing is left queued),
 # 130 interrupted while watching (the jobs keep running).
@@ -97,7 +106,7 @@ positive_int NUM_SHARDS "${NUM_SHARDS}"
 positive_int TRAIN_NODES "${TRAIN_NODES:=1}"
 [[ -z ${TRAIN_GPUS_PER_NODE:-} ]] || positive_int TRAIN_GPUS_PER_NODE "${TRAIN_GPUS_PER_NODE}"
 positive_int TRAIN_TASKS_PER_NODE "${TRAIN_TASKS_PER_NODE:=${TRAIN_GPUS_PER_NODE:-1}}"
-for name in DATAPREP_CPUS FINALIZE_CPUS TRAIN_CPUS CONVERT_CPUS CONVERT_TP CONVERT_PP; do
+for name in DATAPREP_CPUS FINALIZE_CPUS TRAIN_CPUS CONVERT_CPUS CONVERT_TP CONVERT_PP EVAL_CPUS EVAL_GPUS_PER_NODE; do
   [[ -z ${!name:-} ]] || positive_int "${name}" "${!name}"
 done
 if [[ -n ${CONVERT_OUTPUT:-} ]]; then
@@ -106,6 +115,13 @@ if [[ -n ${CONVERT_OUTPUT:-} ]]; then
   STAGES+=(convert)
 elif [[ -n ${CONVERT_FORMAT:-}${CONVERT_TP:-}${CONVERT_PP:-}${CONVERT_CONFIG:-} ]]; then
   die "CONVERT_FORMAT, CONVERT_TP, CONVERT_PP and CONVERT_CONFIG need CONVERT_OUTPUT (the conversion's output)"
+fi
+if [[ -n ${EVAL_OUTPUT:-} ]]; then
+  require EVAL_DATA_DIR "the evaluation task files directory (<task>.jsonl each; see bignlp-evaluate download)"
+  positive_int EVAL_TASKS_PER_NODE "${EVAL_TASKS_PER_NODE:=${EVAL_GPUS_PER_NODE:-1}}"
+  STAGES+=(evaluate)
+elif [[ -n ${EVAL_DATA_DIR:-}${EVAL_TASKS:-}${EVAL_CONFIG:-}${EVAL_TASKS_PER_NODE:-}${EVAL_GPUS_PER_NODE:-} ]]; then
+  die "EVAL_DATA_DIR, EVAL_TASKS, EVAL_CONFIG, EVAL_TASKS_PER_NODE and EVAL_GPUS_PER_NODE need EVAL_OUTPUT (the evaluation's output)"
 fi
 [[ ${WATCH_POLL_S:=5} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "WATCH_POLL_S='${WATCH_POLL_S}' is not a number of seconds"
 TRAIN_JOB_NAME="${TRAIN_JOB_NAME:-bignlp-train:$(basename "${RESULTS_DIR}")}"
@@ -182,11 +198,23 @@ if [[ -n ${CONVERT_OUTPUT:-} ]]; then
     "${TEMPLATES}/convert.sbatch"
 fi
 
+if [[ -n ${EVAL_OUTPUT:-} ]]; then
+  submit evaluate \
+    "CHECKPOINT=${RESULTS_DIR}" "DATA_DIR=${EVAL_DATA_DIR}" "OUTPUT=${EVAL_OUTPUT}" "TASKS=${EVAL_TASKS:-}" \
+    "CONFIG=${EVAL_CONFIG:-}" -- \
+    --dependency="afterok:${ids[2]}" \
+    --ntasks-per-node="${EVAL_TASKS_PER_NODE}" \
+    ${EVAL_GPUS_PER_NODE:+--gpus-per-node="${EVAL_GPUS_PER_NODE}"} \
+    ${EVAL_CPUS:+--cpus-per-task="${EVAL_CPUS}"} \
+    --output="${LOG_DIR}/bignlp-evaluate-%j.out" \
+    "${TEMPLATES}/evaluate.sbatch"
+fi
+
 for i in "${!STAGES[@]}"; do
   echo "${STAGES[i]}=${ids[i]}"
 done
 say "submitted dataprep array ${ids[0]} (${NUM_SHARDS} tasks) -> finalize ${ids[1]} -> train ${ids[2]}" \
-  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s))${ids[3]:+ -> convert ${ids[3]} (${CONVERT_FORMAT:-})}; logs in ${LOG_DIR}"
+  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s))${CONVERT_OUTPUT:+ -> convert ${ids[3]} (${CONVERT_FORMAT:-})}${EVAL_OUTPUT:+ -> evaluate ${ids[-1]}}; logs in ${LOG_DIR}"
 (( watch )) || exit 0
 
 # --- watching -------------------------------------------------------------------------------------
@@ -312,5 +340,5 @@ while (( current < ${#STAGES[@]} )); do
   done
   (( current < ${#STAGES[@]} )) && sleep "${WATCH_POLL_S}"
 done
-say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}${CONVERT_OUTPUT:+, converted ${CONVERT_OUTPUT}}"
+say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}${CONVERT_OUTPUT:+, converted ${CONVERT_OUTPUT}}${EVAL_OUTPUT:+, evaluation ${EVAL_OUTPUT}}"
 exit 0

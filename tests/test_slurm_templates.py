@@ -137,13 +137,15 @@ def _template_env(name: str, tmp_path: Path) -> tuple[dict[str, str], str]:
         return {**slurm, "SLURM_JOB_NUM_NODES": "2", "OUTPUT_DIR": out}, out
     if name == "convert.sbatch":  # the .nemo's directory is made beside it: its parent (the run) is mounted
         return {**slurm, "CHECKPOINT": out, "OUTPUT": f"{out}/convert_nemo/megatron_gpt.nemo"}, out
+    if name == "evaluate.sbatch":
+        return {**slurm, "CHECKPOINT": out, "DATA_DIR": out, "OUTPUT": f"{out}/eval_all"}, out
     array = {"SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
     return {**slurm, **array, "CONFIG": "generic/custom_dataset", "DATA_DIR": out}, out
 
 
 SRUN_TEMPLATES = [
     "dataprep.sbatch", "dataprep-array.sbatch", "dataprep-finalize.sbatch", "train.sbatch", "csp-validate.sbatch",
-    "convert.sbatch"]
+    "convert.sbatch", "evaluate.sbatch"]
 
 
 @pytest.mark.parametrize("name", SRUN_TEMPLATES)
@@ -340,3 +342,42 @@ def test_pipeline_adds_a_convert_stage_after_training(tmp_path: Path):
     assert {k: convert_env[k] for k in ("CHECKPOINT", "OUTPUT", "FORMAT", "TP", "PP", "CONFIG")} == {
         "CHECKPOINT": "/results/run1", "OUTPUT": "/results/run1/convert_nemo/megatron_gpt.nemo", "FORMAT": "nemo",
         "TP": "2", "PP": "", "CONFIG": "gpt3/convert_gpt3"}
+
+
+def test_evaluate_passes_each_parameter_as_its_flag(tmp_path: Path):
+    env, out_dir = _template_env("evaluate.sbatch", tmp_path)
+    env.update(TASKS="lambada,piqa", CONFIG="gpt3/evaluate_all", BATCH_SIZE="16", PRECISION="bf16", DEVICE="cuda",
+               OVERRIDES="run.limit=10")
+    out, record = _run_template("evaluate.sbatch", tmp_path, **env)
+    assert out.returncode == 0, out.stderr
+    [(argv, call_env)] = _calls(record, "srun")
+    tool = argv.index("bignlp-evaluate")
+    assert argv[tool + 1:] == ["harness", "--checkpoint", out_dir, "--data-dir", out_dir, "--output",
+                               f"{out_dir}/eval_all", "--tasks", "lambada,piqa", "--config", "gpt3/evaluate_all",
+                               "--batch-size", "16", "--precision", "bf16", "--device", "cuda", "run.limit=10"]
+    assert "--ntasks=1" not in argv[:tool]  # every task of the job evaluates: srun starts them all
+    assert call_env["HF_DATASETS_OFFLINE"] == call_env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_pipeline_adds_an_evaluation_stage_after_training(tmp_path: Path):
+    out, record = _pipeline(tmp_path, CONVERT_OUTPUT="/results/run1/hf", CONVERT_FORMAT="hf",
+                            EVAL_OUTPUT="/results/run1/eval_all", EVAL_DATA_DIR="/data/eval_harness",
+                            EVAL_TASKS="lambada", EVAL_GPUS_PER_NODE="2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["dataprep=101", "finalize=102", "train=103", "convert=104", "evaluate=105"]
+    *_, (evaluate, evaluate_env) = _calls(record, "sbatch")
+    assert evaluate == ["--parsable", "--kill-on-invalid-dep=yes", "--dependency=afterok:103", "--ntasks-per-node=2",
+                        "--gpus-per-node=2", f"--output={tmp_path}/logs/bignlp-evaluate-%j.out",
+                        str(REPO / "slurm-templates" / "evaluate.sbatch")]
+    assert {k: evaluate_env[k] for k in ("CHECKPOINT", "DATA_DIR", "OUTPUT", "TASKS")} == {
+        "CHECKPOINT": "/results/run1", "DATA_DIR": "/data/eval_harness", "OUTPUT": "/results/run1/eval_all",
+        "TASKS": "lambada"}
+
+
+def test_pipeline_evaluation_needs_its_data_dir(tmp_path: Path):
+    out, record = _pipeline(tmp_path, EVAL_OUTPUT="/results/run1/eval_all")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "EVAL_DATA_DIR" in out.stderr
+    assert not _calls(record, "sbatch")
+    (tmp_path / "again").mkdir()
+    out, _ = _pipeline(tmp_path / "again", EVAL_TASKS="lambada")
+    assert out.returncode == 2 and "need EVAL_OUTPUT" in out.stderr
