@@ -43,6 +43,7 @@ from .model import CHECKPOINT_GRANULARITIES, CHECKPOINT_METHODS, ParallelKeys, T
 from .t5 import StackKeys, T5ArchitectureKeys, T5ModelConfig, T5TokenizerConfig
 
 CONFIGS_DIR = Path(__file__).parent.parent / "configs"
+TASK_CONFIG_DIRS = ("fine_tuning", "prompt_learning")  # bignlp-train finetune / prompt-learn configs
 ModelConfig = GPTModelConfig | T5ModelConfig
 
 __all__ = [
@@ -128,5 +129,6 @@ def load_train_config(
 
 
 def shipped_configs() -> list[str]:
-    """Names of the configs that ship with the package."""
-    return sorted(str(p.relative_to(CONFIGS_DIR).with_suffix("")) for p in CONFIGS_DIR.rglob("*.yaml"))
+    """Names of the pretraining configs that ship with the package (the task directories have their own loaders)."""
+    return sorted(str(p.relative_to(CONFIGS_DIR).with_suffix("")) for p in CONFIGS_DIR.rglob("*.yaml")
+                  if p.relative_to(CONFIGS_DIR).parts[0] not in TASK_CONFIG_DIRS)
