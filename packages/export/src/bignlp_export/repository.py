@@ -38,7 +38,7 @@ from . import __version__
 from .pbtxt import Settings, ensemble_config, generator_config, tokenizer_config
 
 BACKEND = Path(__file__).parent / "backend"
-COMMON = "bignlp_triton_common.py"
+COMMON = "export_common.py"
 DTYPES = ("fp32", "fp16", "bf16")
 INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_MODEL"}
 

@@ -1,4 +1,4 @@
-"""Shared by the repository's Python models (copied beside each ``model.py`` as ``bignlp_triton_common.py``)."""
+"""Shared by the repository's Python models (copied beside each ``model.py`` as ``export_common.py``)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
-from bignlp_triton_common import checkpoint_dir, error, optional, parameters, strings  # noqa: E402
+from export_common import checkpoint_dir, error, optional, parameters, strings  # noqa: E402
 
 from bignlp_models import PromptError, load_model, stream_generate  # noqa: E402
 from bignlp_models.generate import decoding_for  # noqa: E402

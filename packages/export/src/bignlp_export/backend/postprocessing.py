@@ -15,7 +15,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
-from bignlp_triton_common import checkpoint_dir, load_tokenizer, parameters  # noqa: E402
+from export_common import checkpoint_dir, load_tokenizer, parameters  # noqa: E402
 
 
 class TritonPythonModel:
