@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= results/demo
-PACKAGES := contracts tokenizers dataprep models train convert evaluate hptool csp-validate
+PACKAGES := contracts tokenizers dataprep models train convert evaluate export hptool csp-validate
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bignlp-setup
 PYTEST_ARGS ?=
