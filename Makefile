@@ -66,7 +66,7 @@ test: setup triton-env ## run every package's tests and the end-to-end tests
 lint: setup ## ruff over every package and the tests
 	$(BIN)/ruff check packages tests
 
-bench: setup ## throughput benchmarks, printed as ratios against baselines measured in the same run
+bench: setup triton-env ## throughput benchmarks, printed as ratios against baselines measured in the same run
 	$(BIN)/python tests/bench/bench_dataprep.py
 	$(BIN)/python -m pip install -q -e "packages/train[bench]"
 	$(BIN)/python tests/bench/bench_train.py
@@ -74,6 +74,7 @@ bench: setup ## throughput benchmarks, printed as ratios against baselines measu
 	$(BIN)/python tests/bench/bench_generate.py
 	$(BIN)/python tests/bench/bench_checkpoint_verify.py
 	$(BIN)/python tests/bench/bench_convert.py
+	$(BIN)/python tests/bench/bench_export.py
 
 dist: setup ## one wheel per package into dist/
 	@rm -rf dist
