@@ -74,6 +74,7 @@ bench: setup triton-env ## throughput benchmarks, printed as ratios against base
 	$(BIN)/python tests/bench/bench_generate.py
 	$(BIN)/python tests/bench/bench_checkpoint_verify.py
 	$(BIN)/python tests/bench/bench_convert.py
+	$(BIN)/python tests/bench/bench_evaluate.py
 	$(BIN)/python tests/bench/bench_export.py
 
 dist: setup ## one wheel per package into dist/
