@@ -48,3 +48,15 @@ def test_nproc_refuses_an_existing_output_before_starting(gpt_checkpoint, tmp_pa
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "not empty" in out.stderr
+
+
+def test_layers_split_over_two_devices_give_the_results_of_one(gpt_checkpoint, tmp_path, hf_datasets_cache):
+    from bignlp_evaluate.harness import evaluate_checkpoint
+
+    results = []
+    for name, device in (("one", "cpu"), ("split", "cpu,cpu")):
+        out = evaluate_checkpoint(gpt_checkpoint, tasks="lambada", data_dir=TASK_DATA, output=tmp_path / name,
+                                  batch_size=3, device=device)
+        results.append(json.loads((out / "results.json").read_text())["results"]["lambada_openai"])
+    assert results[0]["acc,none"] == results[1]["acc,none"]
+    assert math.isclose(results[0]["perplexity,none"], results[1]["perplexity,none"], rel_tol=1e-9)

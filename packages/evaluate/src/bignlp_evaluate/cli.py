@@ -48,7 +48,9 @@ def main() -> None:
               help="requests per forward [default: model.eval_batch_size, 4].")
 @click.option("--precision", type=click.Choice(["32", "bf16", "16"]), default=None,
               help="parameter precision [default: model.precision; 32 without --config].")
-@click.option("--device", default=None, help="cpu, cuda, cuda:N or auto [default: model.device, auto].")
+@click.option("--device", default=None,
+              help="cpu, cuda, cuda:N, auto, or a comma list (cuda:0,cuda:1) to split a model too large for "
+                   "one device layer-wise over several [default: model.device, auto].")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="only the first N documents of each task (a smoke test, not a score) [default: run.limit].")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,

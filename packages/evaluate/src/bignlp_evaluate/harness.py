@@ -89,7 +89,8 @@ def evaluate_checkpoint(
     """Run ``tasks`` on ``checkpoint`` with lm-eval and write an ``evaluation`` artifact at ``output``.
 
     ``tasks``: the seed's names (``lambada``, ``wikitext2``...), ``all_tasks``, or lm-eval task names.
-    ``data_dir``: one ``<task>.jsonl`` per standard task. ``dtype``: the parameters' (``float32``,
+    ``data_dir``: one ``<task>.jsonl`` per standard task. ``device``: one device, or a comma list over
+    which the model's layers are split (``load_model``'s placement). ``dtype``: the parameters' (``float32``,
     ``bfloat16``, ``float16``). ``limit``: the first N documents of each task only.
     ``bootstrap_iters``: lm-eval's bootstrap for the stderr of non-mean metrics (0: none).
     ``config``: the resolved config written as ``config.yaml``. ``log``: progress lines.
@@ -121,7 +122,10 @@ def evaluate_checkpoint(
                 log = None  # one progress stream: rank 0's
             if log:
                 log(f"loading {checkpoint} ({dtype}, {device})")
-            loaded = load_model(checkpoint, device=device, dtype=getattr(torch, dtype))
+            # "cuda:0,cuda:1": a model too large for one device, its layers split over them in order
+            devices = device.split(",") if "," in device else None
+            loaded = load_model(checkpoint, device=device if devices is None else devices[0], devices=devices,
+                                dtype=getattr(torch, dtype))
             lm = BigNLPLM(loaded, batch_size=batch_size, log=log, progress_every_s=progress_every_s)
             results = _run_lm_eval(lm, specs, include_dir, online=bool(online), limit=limit,
                                    bootstrap_iters=bootstrap_iters)
@@ -160,7 +164,7 @@ def _process_group(device: str) -> Iterator[tuple[int, int, str]]:
     if not env.is_distributed:
         yield 0, 1, device
         return
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and "," not in device:
         device = f"cuda:{env.local_rank}"
         torch.cuda.set_device(device)
     os.environ.update(env.torch_env())
