@@ -155,3 +155,13 @@ def test_t5_and_mt5_served_equal_generate(kind, triton_install, tmp_path):
     assert answer.ids == want and any(want)
     assert answer.texts == [tok.decode(ids) for ids in want]
     assert [t for ids in streamed for t in ids] == want[0]
+
+
+def test_no_server_is_one_line(tmp_path):
+    from export_helpers import free_port
+
+    (tmp_path / "l.jsonl").write_text('{"text": "a b c"}\n')
+    url = f"127.0.0.1:{free_port()}"
+    for args in (("accuracy", "--data", str(tmp_path / "l.jsonl")), ("bench", "--output", str(tmp_path))):
+        result = _run(*args, "--url", url)
+        assert result.returncode == 4 and f"no Triton server answers at {url}" in _one_line(result)

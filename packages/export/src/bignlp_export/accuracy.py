@@ -10,10 +10,11 @@ that many tokens through the ensemble gives exactly them (lm-eval's ``is_greedy`
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bignlp_contracts import InputError
+from bignlp_contracts import InputError, format_duration
 
 from .client import generate, http_client, tokenize
 
@@ -55,6 +56,7 @@ def lambada_accuracy(url: str, data: str | Path, *, model: str = "ensemble", bat
     texts = read_lambada(data)
     client = http_client(url)
     results = []
+    started = time.monotonic()
     try:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
@@ -69,7 +71,10 @@ def lambada_accuracy(url: str, data: str | Path, *, model: str = "ensemble", bat
             answer = generate(client, [c for c, _ in pairs], [max(1, len(t)) for t in targets], model=model, top_k=1)
             for (context, target), want, got, text in zip(pairs, targets, answer.ids, answer.texts):
                 results.append({"context": context, "target": target, "answer": text, "correct": got == want})
-            log(f"accuracy: {len(results)}/{len(texts)} passages")
+            elapsed = time.monotonic() - started
+            eta = elapsed / len(results) * (len(texts) - len(results))
+            log(f"accuracy: {len(results)}/{len(texts)} passages, {sum(r['correct'] for r in results)} right, "
+                f"{format_duration(elapsed)} elapsed, ETA {format_duration(eta)}")
     finally:
         client.close()
     correct = sum(r["correct"] for r in results)

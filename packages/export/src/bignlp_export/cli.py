@@ -197,8 +197,9 @@ def accuracy_command(url, data, output, batch_size, model) -> None:
     from bignlp_contracts import atomic_write_text
 
     from .accuracy import lambada_accuracy
+    from .client import server_errors
 
-    with exit_on_error(PROG):
+    with exit_on_error(PROG), server_errors(url):
         result = lambada_accuracy(url, data, model=model, batch_size=batch_size, log=_log)
         if output is not None:
             atomic_write_text(output, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
@@ -227,8 +228,9 @@ def bench_command(url, input_len, output_len, batch_sizes, concurrency, requests
       bignlp-export bench --url 127.0.0.1:8000 --input-len 60 --output-len 20 --batch-sizes 1,2,4,8 --concurrency 1,8
     """
     from .bench import run_bench, write_results
+    from .client import server_errors
 
-    with exit_on_error(PROG):
+    with exit_on_error(PROG), server_errors(url):
         rows = run_bench(url, input_len=input_len, output_len=output_len, batch_sizes=_int_list(batch_sizes),
                          concurrency=_int_list(concurrency), requests_per_client=requests_per_client, model=model,
                          log=_log)

@@ -6,6 +6,7 @@ not sent, so the server's defaults apply (greedy).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,9 +56,29 @@ def make_inputs(module, texts: Sequence[str], max_output_len: int | Sequence[int
 
 
 def http_client(url: str, *, timeout_s: float = 300.0):
+    """A tritonclient HTTP client of ``url``; InputError (one line) when no ready server answers there."""
     import tritonclient.http as http
 
-    return http.InferenceServerClient(host_port(url), connection_timeout=timeout_s, network_timeout=timeout_s)
+    client = http.InferenceServerClient(host_port(url), connection_timeout=timeout_s, network_timeout=timeout_s)
+    with server_errors(url):
+        if not client.is_server_ready():
+            client.close()
+            raise InputError(f"the Triton server at {url} is not ready (its models are still loading, or failed)")
+    return client
+
+
+@contextlib.contextmanager
+def server_errors(url: str) -> Iterator[None]:
+    """A refused connection or a failed request as one InputError line instead of a client traceback."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        yield
+    except InferenceServerException as exc:
+        raise InputError(f"{url}: {exc.message() or exc}") from None
+    except OSError as exc:
+        raise InputError(f"no Triton server answers at {url} ({exc.__class__.__name__}: {exc})",
+                         hint="start one with: bignlp-export serve --repository REPO") from None
 
 
 def generate(client, texts: Sequence[str], max_output_len: int | Sequence[int], *, model: str = "ensemble",
