@@ -83,5 +83,5 @@ dist: setup ## one wheel per package into dist/
 	@ls -1 dist
 
 clean: ## remove the venv, build outputs and demo results
-	rm -rf $(VENV) dist results .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) dist results .pytest_cache
 	find packages -name '*.egg-info' -prune -exec rm -rf {} +
