@@ -64,7 +64,8 @@ def _parameters(params: dict[str, str]) -> str:
     return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in params.items())
 
 
-def _python_model(name: str, s: Settings, *, instances: int, kind: str, decoupled: bool = False) -> str:
+def _python_model(name: str, s: Settings, *, instances: int, kind: str, decoupled: bool = False) -> tuple[str, str]:
+    """(head, tail) of a Python-backend model's config: name and batch size; batching, instances, transactions."""
     text = (f'name: "{name}"\nbackend: "python"\nmax_batch_size: {s.max_batch_size}\n')
     return text, (f"dynamic_batching {{ max_queue_delay_microseconds: {s.max_queue_delay_us} }}\n"
                   f"instance_group [ {{ count: {instances} kind: {kind} }} ]\n"

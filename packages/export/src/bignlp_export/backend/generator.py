@@ -19,6 +19,7 @@ its own; the others in the batch are answered. In the decoupled (streaming) mode
 step is one response per request (output_length 0 for rows that already ended), then a final flag.
 """
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -56,8 +57,7 @@ class TritonPythonModel:
         threads = int(params.get("num_threads", "0") or 0)
         if threads > 0:
             torch.set_num_threads(threads)
-        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(
-            __import__("json").loads(args["model_config"]))
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         device = "cpu"
         if torch.cuda.is_available() and args.get("model_instance_kind") in ("GPU", "MODEL"):
             device = f"cuda:{int(args.get('model_instance_device_id') or 0)}"
