@@ -165,3 +165,11 @@ def test_no_server_is_one_line(tmp_path):
     for args in (("accuracy", "--data", str(tmp_path / "l.jsonl")), ("bench", "--output", str(tmp_path))):
         result = _run(*args, "--url", url)
         assert result.returncode == 4 and f"no Triton server answers at {url}" in _one_line(result)
+
+
+def test_serve_names_a_server_or_env_it_cannot_use(gpt_repo, tmp_path):
+    (tmp_path / "tritonserver").write_text("not a program")
+    result = _run("serve", "--repository", str(gpt_repo), "--tritonserver", str(tmp_path / "tritonserver"))
+    assert result.returncode == 2 and "not an executable file" in _one_line(result)
+    result = _run("serve", "--repository", str(gpt_repo), "--triton-env", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "make triton-env" in _one_line(result)
