@@ -116,10 +116,19 @@ class WandbSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterSettings:
-    """``cluster`` (the launcher's conf/cluster/bcm.yaml): for Slurm launching, a later issue."""
+    """``cluster`` (the launcher's conf/cluster/bcm.yaml): where ``cluster_type: bcm`` submits the search runs."""
 
     partition: str | None = None
     account: str | None = None
+    exclusive: bool = False
+    job_name_prefix: str = "bignlp-hp:"
+    # ours: the directory holding train.sbatch (null: slurm-templates/ of the working directory or the checkout
+    # this package runs from)
+    templates_dir: str | None = None
+    # ours: seconds between two looks at the queue while the search runs are pending or running
+    poll_s: float = 5.0
+    # ours: --cpus-per-task of each search run's tasks (null: the template's)
+    cpus_per_task: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +137,9 @@ class HPToolConfig:
 
     run_training_hp_search: bool = True
     run_inference_hp_search: bool = False
+    # the launcher's: bcm submits the search runs to Slurm (slurm-templates/train.sbatch, all at once);
+    # local (ours) runs them on this machine one after another
+    cluster_type: Literal["local", "bcm"] = "local"
     model_type: Literal["gpt3", "t5", "mt5"] | None = None  # ours; null: the config name's directory
     search_config_value: str | None = None  # the config name (set by the loader), as the launcher's
     base_results_dir: str = "results/hp_tool"

@@ -215,17 +215,22 @@ def launch(candidate: Candidate, train_cfg: dict, *, config_path: Path, run_dir:
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s, env=env).returncode
     except subprocess.TimeoutExpired:
         rc, candidate.reason = None, f"killed after {timeout_s:.0f} s"
+    record_result(candidate, rc, run_dir=run_dir, log_path=log_path, log=log)
+
+
+def record_result(candidate: Candidate, rc: int | None, *, run_dir: Path, log_path: Path, log) -> None:
+    """The candidate's measured step time from its run's metrics.jsonl, or why it failed (``rc``: its exit code)."""
     times = read_step_times(run_dir / "metrics.jsonl")
     candidate.measured_step_time_s, candidate.num_steps_measured = measure(times)
-    tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:] \
-        if log_path.exists() else []
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    tail = [line for line in lines if line.strip()][-1:]
     if rc in (0, 75) and candidate.measured_step_time_s is not None:
         candidate.status = "measured"
         if rc == 75:
             candidate.reason = "stopped by max_minutes_per_run"
     else:
         candidate.status = "failed"
-        oom = any("out of memory" in line.lower() for line in log_path.read_text(errors="replace").splitlines())
+        oom = any("out of memory" in line.lower() for line in lines)
         candidate.reason = candidate.reason or ("out of memory" if oom else
                                                 f"exit {rc}: {tail[0][:300] if tail else 'no output'}")
     log(f"  {candidate.name}: {candidate.status}"
@@ -243,10 +248,15 @@ def run_candidates(cfg: HPToolConfig, candidates: list[Candidate], base: dict, l
     if chosen and ts.data_prefix is None:
         raise ConfigError("train_settings.data_prefix is not set: the search runs need a dataset to train on",
                           hint="set train_settings.data_prefix=[1.0,DIR/NAME_text_document], or --dry-run")
+    if cfg.cluster_type == "bcm":
+        from .slurm import run_on_slurm
+
+        run_on_slurm(cfg, chosen, base, logs, log)
+        return
     for c in chosen:
         if c.nodes > 1:
-            c.status, c.reason = "not-launched", (f"needs {c.nodes} nodes: this version launches on one machine "
-                                                  "(Slurm launching through slurm-templates is a later issue)")
+            c.status, c.reason = "not-launched", (f"needs {c.nodes} nodes: cluster_type=local launches on this "
+                                                  "machine (cluster_type=bcm submits to Slurm)")
             continue
         train_cfg = candidate_train_config(base, c.layout, num_nodes=c.nodes, gpus_per_node=ts.gpus_per_node,
                                            max_steps=ts.max_steps_per_run, max_minutes=ts.max_minutes_per_run,
