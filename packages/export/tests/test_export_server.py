@@ -44,6 +44,17 @@ def test_answer_equals_generate_greedy(gpt_server, gpt_checkpoint):
     assert all(len(ids) == 12 for ids in want)  # random weights rarely end early: the full length was served
 
 
+def test_generate_command_prints_the_served_answer(gpt_server, gpt_checkpoint):
+    want, tok = _reference(gpt_checkpoint, PROMPTS[:1], 8)
+    cmd = [sys.executable, "-m", "bignlp_export", "generate", "--url", gpt_server.http, "--prompt", PROMPTS[0],
+           "--max-output-len", "8"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == PROMPTS[0] + tok.decode(want[0]) + "\n"
+    bad = subprocess.run([*cmd[:5], "127.0.0.1:9", *cmd[6:]], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
 def test_stream_gives_the_same_tokens_one_step_at_a_time(gpt_server, gpt_checkpoint):
     want, tok = _reference(gpt_checkpoint, PROMPTS[:1], 8)
     steps = list(C.stream(gpt_server.grpc, PROMPTS[0], 8))

@@ -206,6 +206,39 @@ def accuracy_command(url, data, output, batch_size, model) -> None:
         click.echo(f"lambada accuracy {result['accuracy']:.4f} ({result['correct']}/{result['total']})")
 
 
+@main.command("generate")
+@_url_option
+@click.option("--prompt", "prompts", required=True, multiple=True, metavar="TEXT",
+              help="the text to continue; repeat the option for a batch of several.")
+@click.option("--max-output-len", type=click.IntRange(min=1), default=30, show_default=True,
+              help="new tokens at most per prompt.")
+@click.option("--top-k", type=click.IntRange(min=0), default=None, help="sample among the k likeliest tokens.")
+@click.option("--top-p", type=float, default=None, help="sample within this probability mass (0, 1].")
+@click.option("--temperature", type=float, default=None, help="sampling temperature (> 0).")
+@click.option("--random-seed", type=int, default=None, help="seed of the sampling (the same seed, the same text).")
+@click.option("--stop-word", "stop_words", multiple=True, metavar="TEXT", help="end a row at this text; repeatable.")
+@click.option("--model", default="ensemble", show_default=True, help="the ensemble to ask.")
+def generate_command(url, prompts, max_output_len, top_k, top_p, temperature, random_seed, stop_words,
+                     model) -> None:
+    """Send prompts to the served ensemble over HTTP and print each answer (greedy unless sampling is asked).
+
+    \b
+    Example:
+      bignlp-export generate --url 127.0.0.1:8000 --prompt "In the beginning" --max-output-len 20
+    """
+    from .client import generate, http_client, server_errors
+
+    with exit_on_error(PROG), server_errors(url):
+        client = http_client(url)
+        try:
+            answer = generate(client, list(prompts), max_output_len, model=model, top_k=top_k, top_p=top_p,
+                              temperature=temperature, random_seed=random_seed, stop_words=list(stop_words) or None)
+        finally:
+            client.close()
+        for prompt, text in zip(prompts, answer.texts):
+            click.echo(f"{prompt}{text}" if len(prompts) == 1 else f"{prompt!r} -> {text!r}")
+
+
 @main.command("bench")
 @_url_option
 @click.option("--input-len", type=click.IntRange(min=1), default=60, show_default=True, help="prompt tokens.")
