@@ -50,8 +50,11 @@ class Decoding:
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, longest) prompts padded with ``pad_id`` (left or right, see ``left_padded``), and the mask
         of their real tokens; checked first (``PromptError`` or ``ValueError``, one line)."""
+        from .prompt import num_input_ids  # virtual prompt tokens, when prompts are installed (prompt.py)
+
         return batch_prompts(prompts, self.cfg, left=self.left_padded, check_fits=self.check_fits,
-                             max_new_tokens=max_new_tokens, pad_id=pad_id, vocab_size=vocab_size, device=device)
+                             max_new_tokens=max_new_tokens, pad_id=pad_id, vocab_size=vocab_size, device=device,
+                             num_input_ids=num_input_ids(self.model, self.cfg.vocab_size))
 
     def start(self, tokens: torch.Tensor, padding_mask: torch.Tensor, *, max_new_tokens: int) -> torch.Tensor:
         """The prompts' forward: the logits of the first new token."""
@@ -150,9 +153,10 @@ class EncoderDecoder(Decoding):
 
 def batch_prompts(prompts: list[list[int]], cfg, *, left: bool, check_fits: Callable[[int, list[int], int], None],
                   max_new_tokens: int, pad_id: int, vocab_size: int | None,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+                  device: torch.device, num_input_ids: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch, longest) prompts padded with ``pad_id`` on the left (``left``) or the right, and the mask of
-    their real tokens. ``check_fits(index, prompt, max_new_tokens)``: the model's position limit."""
+    their real tokens. ``check_fits(index, prompt, max_new_tokens)``: the model's position limit.
+    ``num_input_ids`` > ``cfg.vocab_size``: ids from ``cfg.vocab_size`` up to it are virtual prompt tokens."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
     if vocab_size is not None and not 0 < vocab_size <= cfg.vocab_size:
@@ -177,6 +181,8 @@ def batch_prompts(prompts: list[list[int]], cfg, *, left: bool, check_fits: Call
     real = torch.tensor([pad([True] * len(prompt), False) for prompt in prompts])
     limit = vocab_size or cfg.vocab_size
     outside = real & ((tokens < 0) | (tokens >= limit))
+    if num_input_ids is not None and num_input_ids > cfg.vocab_size:
+        outside &= ~((tokens >= cfg.vocab_size) & (tokens < num_input_ids))
     if outside.any():
         i, j = (int(n) for n in outside.nonzero()[0])
         position = j - (longest - len(prompts[i])) if left else j
