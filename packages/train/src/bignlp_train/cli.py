@@ -99,6 +99,45 @@ def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, override
         ctx.exit(RetryableError.exit_code)
 
 
+@main.command("prompt-learn")
+@click.option("--config", "config_name", required=True, metavar="NAME_OR_PATH",
+              help="shipped prompt-learning config (gpt3/squad, t5/squad, mt5/squad; configs/prompt_learning) or a "
+              "path to a YAML file.")
+@_overrides_argument
+@click.pass_context
+def prompt_learn(ctx: click.Context, config_name: str, overrides: tuple[str, ...]) -> None:
+    """Learn virtual prompts (p-tuning or prompt tuning) for new tasks on a frozen GPT, T5 or mT5.
+
+    The base (model.language_model_path, a model-checkpoint or run directory) never changes; only the
+    prompts of model.new_tasks train. With model.restore_path (an earlier prompt checkpoint learned on the
+    same base) its tasks are kept bit for bit. Writes RUN_DIR/prompt_checkpoint (a prompt-checkpoint
+    artifact), resume points under RUN_DIR/checkpoints/ and RUN_DIR/metrics.jsonl; the same command resumes.
+
+    Example:
+
+    \b
+      bignlp-train prompt-learn --config gpt3/squad \\
+        model.language_model_path=results/gpt3_126m \\
+        model.data.train_ds=[data/squad/prompt/train.jsonl] \\
+        model.data.validation_ds=[data/squad/prompt/validation.jsonl] \\
+        exp_manager.explicit_log_dir=results/gpt3_126m/prompt_learning_squad
+    """
+    with exit_on_error(PROG):
+        from .config.prompt import load_prompt_config
+        from .prompt_learning import prompt_learn as run_prompt_learn
+
+        cfg = load_prompt_config(config_name, overrides)
+        result = run_prompt_learn(cfg, log=lambda line: click.echo(line))
+    after = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
+    click.echo(f"validation loss after training: {after} (step {result.step}/{result.max_steps})")
+    click.echo(f"run dir: {result.run_dir}")
+    if result.stopped_early:
+        click.echo(f"{PROG}: stopped at step {result.step}/{result.max_steps}; exiting with "
+                   f"{RetryableError.exit_code} (retryable): run the same command to continue", err=True)
+        ctx.exit(RetryableError.exit_code)
+    click.echo(f"prompt checkpoint: {result.output}")
+
+
 @main.command("show-config")
 @_config_option(required=False)
 @_overrides_argument
