@@ -126,6 +126,44 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@main.command("prompt")
+@click.option("--prompt-checkpoint", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="a prompt-checkpoint (bignlp-train prompt-learn's RUN_DIR/prompt_checkpoint).")
+@click.option("--data", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="JSONL test lines: taskname and the fields of the task's template, answer included.")
+@click.option("--output", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="the evaluation artifact to write; must be new or empty.")
+@click.option("--base", type=click.Path(path_type=Path), metavar="DIR", default=None,
+              help="the frozen base model-checkpoint, when it is no longer where the prompt checkpoint recorded "
+                   "it; it must be the very one the prompts pin (manifest sha256, tokenizer).")
+@click.option("--disable-virtual-tokens", is_flag=True,
+              help="evaluate the base on the same templates without the virtual tokens (what the prompts add).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="prompts generated together.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+              help="answer tokens to generate at most [default: the task's model.data.max_new_tokens at training].")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+def prompt_command(prompt_checkpoint, data, output, base, disable_virtual_tokens, batch_size, max_new_tokens,
+                   device) -> None:
+    """Score a prompt-learned GPT, T5 or mT5 on test JSONL: greedy answers, SQuAD exact match and F1.
+
+    \b
+    Example:
+      bignlp-evaluate prompt --prompt-checkpoint results/gpt3_126m/prompt_learning_squad/prompt_checkpoint \\
+          --data data/squad/prompt/test.jsonl --output results/gpt3_126m/eval_prompt_squad
+    """
+    from .prompt import evaluate_prompts
+
+    with exit_on_error(PROG):
+        config = {"prompt_checkpoint": str(prompt_checkpoint), "data": str(data), "base": base and str(base),
+                  "disable_virtual_tokens": disable_virtual_tokens, "batch_size": batch_size,
+                  "max_new_tokens": max_new_tokens, "device": device}
+        evaluate_prompts(prompt_checkpoint, data=data, output=output, base=base,
+                         disable_virtual_tokens=disable_virtual_tokens, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens, device=_device(device), config=config, log=_log)
+        click.echo(str(Path(output) / "results.md"))
+
+
 @main.command("download")
 @click.option("--tasks", required=True, metavar="LIST", help="comma list of task names, or all_tasks.")
 @click.option("--data-dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
