@@ -284,3 +284,29 @@ def load_prompt_checkpoint(path, *, verify: str = "sha256") -> PromptCheckpoint:
     rows = load_file(str(path / PROMPTS_FILE))["table"]
     tasks = json.loads((path / PROMPT_CONFIG_FILE).read_text())["tasks"]
     return PromptCheckpoint(path, rows, tasks, manifest)
+
+
+def base_record(checkpoint) -> dict:
+    """How a prompt checkpoint pins its base: path, sha256 of its manifest.json, family, tokenizer fingerprint."""
+    from bignlp_contracts import MANIFEST_NAME, read_checkpoint, sha256_file
+
+    path, manifest = read_checkpoint(checkpoint)
+    return {"path": str(path.resolve()), "manifest_sha256": sha256_file(path / MANIFEST_NAME),
+            "family": manifest.summary.get("family", "gpt"), "tokenizer_sha256": tokenizer_fingerprint(manifest)}
+
+
+def check_base_pin(pinned: dict, base: dict, *, what: str) -> None:
+    """``what``'s prompts were learned on ``base`` (a ``base_record``): same tokenizer, then the same manifest.
+
+    ``ArtifactError`` (one line) otherwise: virtual tokens learned on one model mean nothing to another.
+    """
+    from bignlp_contracts import ArtifactError
+
+    if pinned.get("tokenizer_sha256") and pinned["tokenizer_sha256"] != base["tokenizer_sha256"]:
+        raise ArtifactError(f"{what} was learned with another tokenizer than base {base['path']}'s (tokenizer "
+                            f"sha256 {pinned['tokenizer_sha256'][:12]} vs {base['tokenizer_sha256'][:12]})",
+                            hint=f"use the base it pins: {pinned.get('path')}")
+    if pinned.get("manifest_sha256") != base["manifest_sha256"]:
+        raise ArtifactError(f"{what} pins base manifest sha256 {str(pinned.get('manifest_sha256'))[:12]}, but "
+                            f"{base['path']}/manifest.json has {base['manifest_sha256'][:12]}: not the base its "
+                            f"prompts were learned on", hint=f"use the base it pins: {pinned.get('path')}")

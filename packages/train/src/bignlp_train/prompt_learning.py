@@ -26,8 +26,6 @@ import torch
 from torch import nn
 
 from bignlp_contracts import (
-    MANIFEST_NAME,
-    ArtifactError,
     ConfigError,
     Producer,
     checkpoint_dir_name,
@@ -36,17 +34,17 @@ from bignlp_contracts import (
     read_checkpoint,
     remove_abandoned_checkpoint_writes,
     set_latest_checkpoint,
-    sha256_file,
     to_dict,
 )
 from bignlp_models import lm_loss, load_model
 from bignlp_models.prompt import (
     PromptTable,
+    base_record,
+    check_base_pin,
     install_prompts,
     load_prompt_checkpoint,
     save_prompt_checkpoint,
     text_init,
-    tokenizer_fingerprint,
 )
 from bignlp_models.prompt_template import roles_of
 from bignlp_tokenizers import tokenizer_from_summary
@@ -100,23 +98,6 @@ class PromptResult:
     stopped_early: bool
 
 
-def _base_record(path: Path, manifest) -> dict:
-    return {"path": str(path.resolve()), "manifest_sha256": sha256_file(path / MANIFEST_NAME),
-            "family": manifest.summary.get("family", "gpt"), "tokenizer_sha256": tokenizer_fingerprint(manifest)}
-
-
-def check_base_pin(pinned: dict, base: dict, *, what: str) -> None:
-    """The prompts in ``what`` were learned on ``base``: same tokenizer, same manifest (``ArtifactError`` if not)."""
-    if pinned.get("tokenizer_sha256") and pinned["tokenizer_sha256"] != base["tokenizer_sha256"]:
-        raise ArtifactError(f"{what} was learned with another tokenizer than base {base['path']}'s (tokenizer "
-                            f"sha256 {pinned['tokenizer_sha256'][:12]} vs {base['tokenizer_sha256'][:12]})",
-                            hint=f"use the base it pins: {pinned.get('path')}")
-    if pinned.get("manifest_sha256") != base["manifest_sha256"]:
-        raise ArtifactError(f"{what} pins base manifest sha256 {str(pinned.get('manifest_sha256'))[:12]}, but "
-                            f"{base['path']}/manifest.json has {base['manifest_sha256'][:12]}: not the base its "
-                            f"prompts were learned on", hint=f"use the base it pins: {pinned.get('path')}")
-
-
 def plan_prompt_learn(cfg: PromptLearnConfig) -> PromptPlan:
     """Every check that needs no model: base, earlier prompts, templates, data (``BigNLPError``, one line)."""
     m = cfg.model
@@ -124,7 +105,7 @@ def plan_prompt_learn(cfg: PromptLearnConfig) -> PromptPlan:
         raise ConfigError("model.language_model_path is not set: the frozen base model-checkpoint (or its run dir)",
                           hint="e.g. model.language_model_path=results/gpt3_126m")
     base_path, manifest = read_checkpoint(m.language_model_path)
-    base = _base_record(base_path, manifest)
+    base = base_record(base_path)
     family = base["family"]
     tokenizer = tokenizer_from_summary(manifest.summary["tokenizer"], base_path)
     vocab_size = int(manifest.summary.get("vocab_size") or tokenizer.vocab_size)
