@@ -43,7 +43,7 @@ $(TRITON_STAMP): Makefile $(foreach p,$(TRITON_LIBS),packages/$(p)/pyproject.tom
 	$(TRITON_VENV)/bin/python -m pip install -q "numpy<2" $(foreach p,$(TRITON_LIBS),-e "packages/$(p)")
 	@touch $@
 
-demo: setup ## prepare the shipped corpus, train a tiny GPT on it (2 processes, data parallel), show the artifacts
+demo: setup triton-env ## raw text to an answered prompt: prepare, train (2 processes), convert, evaluate, serve with Triton
 	@rm -rf $(DEMO_DIR)
 	$(BIN)/bignlp-dataprep preprocess \
 	  --input tests/data/corpus/demo-en.jsonl.gz \
@@ -54,11 +54,32 @@ demo: setup ## prepare the shipped corpus, train a tiny GPT on it (2 processes, 
 	$(BIN)/bignlp-train pretrain --nproc-per-node 2 --config gpt3/tiny-cpu \
 	  model.data.data_prefix=[1.0,$(DEMO_DIR)/data/demo-en_text_document] \
 	  exp_manager.explicit_log_dir=$(DEMO_DIR)/train
+	$(BIN)/bignlp-convert to-hf --checkpoint $(DEMO_DIR)/train --output $(DEMO_DIR)/hf
+	$(BIN)/bignlp-evaluate harness --checkpoint $(DEMO_DIR)/train --tasks lambada \
+	  --data-dir tests/data/eval --output $(DEMO_DIR)/eval --device cpu
+	@cat $(DEMO_DIR)/eval/results.md
+	$(BIN)/bignlp-export triton --checkpoint $(DEMO_DIR)/train --output $(DEMO_DIR)/triton
+	@# serve on free local ports, ask once through the ensemble over HTTP, check lambada through it, stop by PID
+	@set -e; ports=$$($(BIN)/python -c 'import socket as s; ss=[s.socket() for _ in range(3)]; [x.bind(("127.0.0.1", 0)) for x in ss]; print(*[x.getsockname()[1] for x in ss])'); \
+	  set -- $$ports; \
+	  $(BIN)/bignlp-export serve --repository $(DEMO_DIR)/triton --http-port $$1 --grpc-port $$2 --metrics-port $$3 \
+	    > $(DEMO_DIR)/serve.log 2>&1 & pid=$$!; \
+	  trap 'kill -TERM $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	  for _ in $$(seq 300); do grep -q '^http ' $(DEMO_DIR)/serve.log && break; \
+	    kill -0 $$pid 2>/dev/null || { cat $(DEMO_DIR)/serve.log; exit 1; }; sleep 1; done; \
+	  grep -q '^http ' $(DEMO_DIR)/serve.log || { echo "demo: the server was not ready in 300 s"; exit 1; }; \
+	  echo "serving at 127.0.0.1:$$1 (log: $(DEMO_DIR)/serve.log)"; \
+	  $(BIN)/bignlp-export generate --url 127.0.0.1:$$1 --prompt "In the beginning God" --max-output-len 24; \
+	  $(BIN)/bignlp-export accuracy --url 127.0.0.1:$$1 --data tests/data/eval/lambada.jsonl; \
+	  kill -TERM $$pid; wait $$pid; trap - EXIT; echo "server stopped"
 	@echo
 	@echo "Artifacts:"
 	@echo "  dataset     $(DEMO_DIR)/data        (manifest.json, demo-en_text_document.bin/.idx, tokenizer/)"
 	@echo "  training    $(DEMO_DIR)/train       (config.yaml, metrics.jsonl)"
 	@echo "  checkpoint  $(DEMO_DIR)/train/checkpoints/$$(cat $(DEMO_DIR)/train/checkpoints/latest)"
+	@echo "  hf model    $(DEMO_DIR)/hf          (model.safetensors, config.json, tokenizer.json: transformers loads it)"
+	@echo "  evaluation  $(DEMO_DIR)/eval        (results.json, results.md: lambada on held-out text)"
+	@echo "  triton repo $(DEMO_DIR)/triton      (preprocessing -> gpt -> postprocessing ensemble; serve.log)"
 
 test: setup triton-env ## run every package's tests and the end-to-end tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS) packages tests

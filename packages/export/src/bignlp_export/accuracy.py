@@ -51,12 +51,13 @@ def split_passage(text: str) -> tuple[str, str]:
 
 
 def lambada_accuracy(url: str, data: str | Path, *, model: str = "ensemble", batch_size: int = 8,
-                     max_positions: int | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+                     max_positions: int | None = None, log: Callable[[str], None] = lambda _: None,
+                     progress_every_s: float = 10.0) -> dict:
     """{"accuracy", "correct", "total", "results": [per passage: target, answer, correct]} through ``url``."""
     texts = read_lambada(data)
     client = http_client(url)
     results = []
-    started = time.monotonic()
+    started = last = time.monotonic()
     try:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
@@ -71,7 +72,10 @@ def lambada_accuracy(url: str, data: str | Path, *, model: str = "ensemble", bat
             answer = generate(client, [c for c, _ in pairs], [max(1, len(t)) for t in targets], model=model, top_k=1)
             for (context, target), want, got, text in zip(pairs, targets, answer.ids, answer.texts):
                 results.append({"context": context, "target": target, "answer": text, "correct": got == want})
-            elapsed = time.monotonic() - started
+            now = time.monotonic()
+            if now - last < progress_every_s and len(results) < len(texts):
+                continue  # a line every progress_every_s seconds, and the last one
+            last, elapsed = now, now - started
             eta = elapsed / len(results) * (len(texts) - len(results))
             log(f"accuracy: {len(results)}/{len(texts)} passages, {sum(r['correct'] for r in results)} right, "
                 f"{format_duration(elapsed)} elapsed, ETA {format_duration(eta)}")
