@@ -1,0 +1,234 @@
+"""bignlp-train prompt-learn: prompts learned on a frozen tiny base, tasks added without moving earlier ones,
+kill -9 and resume, and the one-line refusals before training.
+
+The base is a tiny GPT (and T5) pretrained for a few hundred steps on "question : <fillers and one key> ?" →
+key (prompt_helpers.py); the task asks for the key as "context : ... answer :", a format the base never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from prompt_helpers import generations, make_base, make_task_data, prompt_overrides
+
+from bignlp_models import load_state_dict_only
+from bignlp_models.prompt import load_prompt_checkpoint
+from bignlp_train import prompt_learning as pl
+from bignlp_train.cli import main
+from bignlp_train.config.prompt import load_prompt_config
+
+
+@pytest.fixture(scope="module")
+def gpt_base(tmp_path_factory) -> Path:
+    return make_base(tmp_path_factory.mktemp("gptbase") / "base", "gpt", pretrain_steps=400)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("keys")
+    return {"train": make_task_data(root / "train.jsonl", num=512, seed=1),
+            "test": make_task_data(root / "test.jsonl", num=64, seed=2),
+            "other": make_task_data(root / "other.jsonl", num=256, seed=3, taskname="other")}
+
+
+def learn(base: Path, run_dir: Path, train: Path, *extra: str, config: str = "gpt3/squad", **kw):
+    """Run the library entry point; return (result, the frozen base model as training held it at the end)."""
+    held = {}
+    original = pl.load_model
+
+    def load_and_keep(*args, **kwargs):  # the real load_model; the test keeps a handle on the model it returns
+        held["loaded"] = original(*args, **kwargs)
+        return held["loaded"]
+
+    pl.load_model = load_and_keep
+    try:
+        result = pl.prompt_learn(load_prompt_config(config, prompt_overrides(base, run_dir, train, *extra, **kw)),
+                                 log=lambda _line: None)
+    finally:
+        pl.load_model = original
+    return result, held["loaded"].model
+
+
+def assert_base_unchanged(model: torch.nn.Module, base: Path) -> None:
+    """Every base weight bit-identical to the checkpoint's, none trainable, none with a gradient."""
+    saved, _ = load_state_dict_only(base)
+    state = model.state_dict()
+    base = [(n, p) for n, p in model.named_parameters() if ".table." not in n]  # the installed prompts aside
+    assert len(base) == len(saved) and all(not p.requires_grad and p.grad is None for _, p in base)
+    for name, tensor in saved.items():
+        assert torch.equal(state[name], tensor), name
+
+
+@pytest.mark.parametrize("style,extra", [
+    ("p-tuning", ("trainer.max_steps=150",)),
+    ("prompt-tuning", ("trainer.max_steps=150", "model.optim.lr=3e-2",
+                       "model.prompt_tuning.new_prompt_init_methods=[random]")),
+])
+def test_prompts_learn_the_task_on_a_frozen_gpt(gpt_base, data, tmp_path, style, extra):
+    result, model = learn(gpt_base, tmp_path / "run", data["train"], *extra, style=style)
+    assert result.output == tmp_path / "run" / "prompt_checkpoint" and result.step == 150
+    assert_base_unchanged(model, gpt_base)
+    _, without = generations(gpt_base, None, data["test"])
+    _, with_prompts = generations(gpt_base, result.output, data["test"])
+    assert without <= 0.2  # the base alone does not answer in this format (chance among 8 keys: 0.125)
+    assert with_prompts >= 0.5, (without, with_prompts)
+    ckpt = load_prompt_checkpoint(result.output)
+    assert ckpt.rows.shape == (4, 64) and list(ckpt.tasks) == ["keys"]
+    assert ckpt.tasks["keys"]["virtual_prompt_style"] == style
+    # only the prompts: no encoder, no optimizer state, no base weight in the artifact
+    assert sorted(p.name for p in result.output.iterdir()) == [
+        "config.yaml", "manifest.json", "prompt_config.json", "prompts.safetensors"]
+
+
+def test_a_second_task_leaves_the_first_bit_identical(gpt_base, data, tmp_path):
+    first, _ = learn(gpt_base, tmp_path / "first", data["train"], "trainer.max_steps=40")
+    before, _ = generations(gpt_base, first.output, data["test"])
+    template = "<|VIRTUAL_PROMPT_0|>context : {context} <|VIRTUAL_PROMPT_1|>answer : {answer}"
+    second, model = learn(gpt_base, tmp_path / "second", data["other"], "trainer.max_steps=20",
+                          f"model.restore_path={first.output}", "model.existing_tasks=[keys]",
+                          "model.prompt_tuning.new_prompt_init_methods=[text]",
+                          "model.prompt_tuning.new_prompt_init_text=[question]", taskname="other", template=template,
+                          style="prompt-tuning", splits=(3, 2))
+    assert_base_unchanged(model, gpt_base)
+    a, b = load_prompt_checkpoint(first.output), load_prompt_checkpoint(second.output)
+    assert list(b.tasks) == ["keys", "other"] and b.tasks["other"]["offset"] == 4 and b.rows.shape[0] == 9
+    assert torch.equal(b.rows[:4], a.rows)  # the first task's virtual tokens, bit for bit
+    assert not torch.equal(b.rows[4:], a.rows)
+    after, _ = generations(gpt_base, second.output, data["test"])
+    assert after == before
+
+
+HOOK = """
+import os, runpy, sys, time
+at = int(os.environ["HANG_STEP"])
+from bignlp_train import progress
+original = progress.Progress.train_step
+def train_step(self, step, **kw):
+    original(self, step, **kw)
+    if step == at:
+        time.sleep(600)
+progress.Progress.train_step = train_step
+sys.argv = ["bignlp-train", *sys.argv[1:]]
+runpy.run_module("bignlp_train", run_name="__main__")
+"""
+
+
+def _records(run_dir: Path) -> dict[int, dict]:
+    rows = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return {r["step"]: r for r in rows if r["event"] == "train"}
+
+
+def test_kill_9_then_resume_equals_the_uninterrupted_run(gpt_base, data, tmp_path):
+    extra = ("trainer.max_steps=12", "trainer.log_every_n_steps=1", "model.p_tuning.dropout=0.2",
+             "exp_manager.checkpoint_callback_params.every_n_steps=4")
+    args = ["prompt-learn", "--config", "gpt3/squad",
+            *prompt_overrides(gpt_base, tmp_path / "x", data["train"], *extra)]
+
+    def argv(run_dir: Path) -> list[str]:
+        return [a.replace(f"={tmp_path / 'x'}", f"={run_dir}") for a in args]
+
+    straight = subprocess.run([sys.executable, "-m", "bignlp_train", *argv(tmp_path / "straight")],
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", HOOK, *argv(run_dir)], env={**os.environ, "HANG_STEP": "7"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while 7 not in (_records(run_dir) if (run_dir / "metrics.jsonl").is_file() else {}):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before step 7"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "prompt_checkpoint").exists()
+    resumed = subprocess.run([sys.executable, "-m", "bignlp_train", *argv(run_dir)], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout and "step-00000004" in resumed.stdout
+    want, got = _records(tmp_path / "straight"), _records(run_dir)
+    for step in range(1, 13):
+        assert [got[step][k] for k in ("loss", "grad_norm", "lr")] == [want[step][k] for k in ("loss", "grad_norm",
+                                                                                              "lr")], step
+    a = load_prompt_checkpoint(tmp_path / "straight" / "prompt_checkpoint")
+    b = load_prompt_checkpoint(run_dir / "prompt_checkpoint")
+    assert torch.equal(a.rows, b.rows)
+
+
+# --- refusals: one line, before training ------------------------------------------------------------------
+def _cli(base, run_dir, train, *extra, **kw):
+    return CliRunner().invoke(main, ["prompt-learn", "--config", "gpt3/squad",
+                                     *prompt_overrides(base, run_dir, train, *extra, **kw)])
+
+
+def _one_line(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith("bignlp-train: ") and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_template_field_not_in_the_data(gpt_base, data, tmp_path):
+    result = _cli(gpt_base, tmp_path / "run", data["train"],
+                  template="<|VIRTUAL_PROMPT_0|>title: {title} context: {context} answer: {answer}")
+    _one_line(result, 4, "train.jsonl:1", "{title}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_virtual_token_splits_not_summing_to_the_total(gpt_base, data, tmp_path):
+    result = _cli(gpt_base, tmp_path / "run", data["train"],
+                  template="<|VIRTUAL_PROMPT_0|>context: {context} <|VIRTUAL_PROMPT_1|>answer: {answer}")
+    _one_line(result, 2, "virtual_token_splits")
+    overrides = prompt_overrides(gpt_base, tmp_path / "run", data["train"])
+    overrides = [o.replace("virtual_token_splits: [4]", "virtual_token_splits: [3]") for o in overrides]
+    result = CliRunner().invoke(main, ["prompt-learn", "--config", "gpt3/squad", *overrides])
+    _one_line(result, 2, "sum to 3", "total_virtual_tokens=4")
+
+
+def test_answer_field_not_at_the_end(gpt_base, data, tmp_path):
+    result = _cli(gpt_base, tmp_path / "run", data["train"],
+                  template="<|VIRTUAL_PROMPT_0|>answer: {answer} context: {context}")
+    _one_line(result, 2, "answer_field", "must end with {answer}")
+
+
+@pytest.mark.parametrize("style", ["p-tuning", "prompt-tuning"])
+def test_both_styles_are_selectable(style):
+    cfg = load_prompt_config("gpt3/squad", [f"model.virtual_prompt_style={style}"])
+    assert cfg.model.virtual_prompt_style == style
+    result = CliRunner().invoke(main, ["prompt-learn", "--config", "gpt3/squad",
+                                       "model.virtual_prompt_style=prompt_tuning"])
+    _one_line(result, 2, "virtual_prompt_style='prompt_tuning'", "use prompt-tuning")
+
+
+def test_restoring_prompts_onto_another_base(gpt_base, data, tmp_path):
+    first, _ = learn(gpt_base, tmp_path / "first", data["train"], "trainer.max_steps=2")
+    other = make_base(tmp_path / "other", "gpt", seed=7)  # same tokenizer files, other weights
+    result = _cli(other, tmp_path / "second", data["other"], f"model.restore_path={first.output}",
+                  "model.existing_tasks=[keys]", taskname="other")
+    _one_line(result, 3, "pins base manifest sha256")
+    assert not (tmp_path / "second").exists()
+    other = make_base(tmp_path / "retok", "gpt", seed=7, extra_words=("extra",))  # another vocabulary
+    result = _cli(other, tmp_path / "second", data["other"], f"model.restore_path={first.output}",
+                  "model.existing_tasks=[keys]", taskname="other")
+    _one_line(result, 3, "another tokenizer")
+
+
+def test_help():
+    result = CliRunner().invoke(main, ["prompt-learn", "--help"])
+    assert result.exit_code == 0 and "Example:" in result.output and "prompt-learn --config gpt3/squad" in result.output
