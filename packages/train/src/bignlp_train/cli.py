@@ -99,6 +99,68 @@ def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, override
         ctx.exit(RetryableError.exit_code)
 
 
+@main.command()
+@click.option("--config", "config_name", required=True, metavar="NAME_OR_PATH",
+              help="shipped fine-tuning config (t5/squad, t5/glue_mnli, t5/custom_task, mt5/xquad, mt5/custom_task; "
+              "resolved in configs/fine_tuning) or a path to a YAML file.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="start this many local worker processes (world size = TP × DP); leave at 1 under torchrun or srun.")
+@_overrides_argument
+@click.pass_context
+def finetune(ctx: click.Context, config_name: str, nproc_per_node: int, overrides: tuple[str, ...]) -> None:
+    """Fine-tune a T5/mT5 checkpoint on source/target text files (SQuAD, XQuAD, GLUE, custom tasks).
+
+    Starts from model.restore_from_path (a model-checkpoint or a run directory), trains every
+    weight with the same loop, parallelism and checkpoints as pretraining, validates by greedy
+    generation scored with model.data.validation_ds.metric.name, and keeps the best checkpoints
+    by it under RUN_DIR/checkpoints/ (each records its base). Run again to resume.
+
+    Example:
+
+    \b
+      bignlp-train finetune --config t5/squad data_dir=results/squad \\
+        model.restore_from_path=results/t5_tiny exp_manager.explicit_log_dir=results/t5_squad
+    """
+    if nproc_per_node > 1 and discover_run_env().is_distributed:
+        raise click.UsageError("--nproc-per-node starts workers itself; under torchrun or srun leave it at 1")
+    with exit_on_error(PROG):
+        from .config.finetune import load_finetune_config
+        from .finetune import finetune as run_finetune
+        from .finetune import plan_finetune
+
+        cfg = load_finetune_config(config_name, overrides)
+        if nproc_per_node > 1:
+            plan = plan_finetune(cfg, nproc_per_node)  # one error line here rather than one per worker
+            from bignlp_contracts import probe_run_lock
+
+            from .launch import launch_local
+            from .rundir import BUSY_HINT
+
+            probe_run_lock(plan.run_dir, hint=BUSY_HINT)
+            argv = [sys.executable, "-m", "bignlp_train", "finetune", "--config", config_name, *overrides]
+            ctx.exit(launch_local(argv, nproc_per_node))
+        result = run_finetune(cfg, log=lambda line: click.echo(line))
+    if result.rank != 0:
+        if result.stopped_early:
+            ctx.exit(RetryableError.exit_code)
+        return
+    metric = result.metric
+    before = result.initial_metrics.get(metric)
+    after = result.final_metrics.get(metric)
+    click.echo(f"{metric} before training: {'n/a (resumed)' if before is None else f'{before:.4f}'}")
+    click.echo(f"{metric} after training:  {'n/a' if after is None else f'{after:.4f}'} "
+               f"(step {result.step}/{result.max_steps})")
+    click.echo(f"run dir: {result.run_dir}")
+    best = "none" if result.best_checkpoint is None else f"{result.best_checkpoint} ({metric} {result.best_score:.4f})"
+    click.echo(f"best checkpoint: {best}")
+    click.echo(f"latest checkpoint: {result.latest_checkpoint or 'none'}")
+    if result.stopped_early:
+        why = result.stopped_by_signal or "trainer.max_time"
+        click.echo(f"{PROG}: stopped by {why} at step {result.step}/{result.max_steps}; exiting with "
+                   f"{RetryableError.exit_code} (retryable): run the same command to continue", err=True)
+        ctx.exit(RetryableError.exit_code)
+
+
 @main.command("prompt-learn")
 @click.option("--config", "config_name", required=True, metavar="NAME_OR_PATH",
               help="shipped prompt-learning config (gpt3/squad, t5/squad, mt5/squad; configs/prompt_learning) or a "
