@@ -78,9 +78,11 @@ def test_cli_help_recommend_and_refusals(tmp_path):
                                f"train_settings.logs={tmp_path / 'c'}"])
     assert out.exit_code == 2 and "over the memory budget" in out.output
     out = runner.invoke(main, ["run", "--config", "t5/3b", "--dry-run", "run_inference_hp_search=true",
-                               f"train_settings.logs={tmp_path / 'd'}"])
+                               f"train_settings.logs={tmp_path / 'e'}"])
+    assert out.exit_code == 2 and "needs inference_settings.checkpoint" in out.output  # before anything is written
+    assert not (tmp_path / "e").exists()
+    out = runner.invoke(main, ["run", "--config", "t5/3b", "--dry-run", f"train_settings.logs={tmp_path / 'd'}"])
     assert out.exit_code == 0, out.output
-    assert "inference search is not in this version" in out.output
     assert (tmp_path / "d" / "final_results" / "final_summary.csv").is_file()
     out = runner.invoke(main, ["run", "--config", "gpt3/5b", "--dry-run", f"train_settings.logs={tmp_path / 'd'}"])
     assert out.exit_code == 2 and "holds another search" in out.output

@@ -90,7 +90,7 @@ class TrainSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class InferenceSettings:
-    """``inference_settings``: accepted as the launcher wrote them; the inference search is a later issue."""
+    """``inference_settings``: the launcher's keys, then ours (the search: ``inference.py``)."""
 
     vocab_size: int = 51200
     start_id: int = 50256
@@ -103,6 +103,12 @@ class InferenceSettings:
     tensor_parallel_sizes: tuple[int, ...] = (1, 2, 4, 8)
     pipeline_parallel_sizes: tuple[int, ...] = (1,)
     max_batch_sizes: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    # ours: the model checkpoint (or training run directory) to serve
+    checkpoint: str | None = None
+    # ours: Triton model instances per point (each is also the number of concurrent clients measuring it)
+    instance_counts: tuple[int, ...] = (1,)
+    # ours: requests each client sends per point
+    requests_per_point: int = 5
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,8 +49,10 @@ def run_hp_tool(cfg: HPToolConfig, *, dry_run: bool = False, log=print) -> ToolR
     for line in estimate.lines(cfg.model_type):
         log(line)
     train, shape, _ = base_config(cfg, estimate)
-    if cfg.run_inference_hp_search:
-        log("run_inference_hp_search: the inference search is not in this version (a later issue); skipped")
+    if cfg.run_inference_hp_search and not cfg.inference_settings.checkpoint:
+        from .inference import run_inference_search
+
+        run_inference_search(cfg, logs, log)  # says what is missing, in one line, before anything runs
     if cfg.run_training_hp_search:
         gbs = train["model"]["global_batch_size"]
         candidates = admit(cfg, shape, kind, gbs)  # refuses before anything is written or launched
@@ -112,6 +114,10 @@ def run_hp_tool(cfg: HPToolConfig, *, dry_run: bool = False, log=print) -> ToolR
             log(f"optimal config ({how}): {best.name} -> {opt}")
         for key in ("csv", "top", "png"):
             log(f"{key}: {files[key]}")
+    if cfg.run_inference_hp_search and not dry_run:
+        from .inference import run_inference_search
+
+        files.update(run_inference_search(cfg, logs, log))
     atomic_write_text(logs / "final_results" / "summary.json" if cfg.run_training_hp_search
                       else logs / "summary.json", json.dumps(summary, indent=2) + "\n")
     return ToolResult(estimate=estimate, base_config_path=base_path, candidates=candidates, files=files)
