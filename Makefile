@@ -12,13 +12,14 @@ PACKAGES := contracts tokenizers dataprep models train convert evaluate export h
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bignlp-setup
 PYTEST_ARGS ?=
+PYTEST_MARKERS ?= not slow
 # The Triton server's own venv: nvidia-pytriton pins numpy<2, which the stub needs to decode BYTES tensors.
 TRITON_VENV ?= .venv-triton
 TRITON_LIBS := contracts tokenizers models
 TRITON_STAMP := $(TRITON_VENV)/.bignlp-triton
 
 .DEFAULT_GOAL := help
-.PHONY: help setup triton-env demo test lint bench dist clean
+.PHONY: help setup triton-env demo test test-all lint bench dist clean
 
 help: ## list the targets
 	@echo "BigNLP — raw text to a trained GPT, one CLI per stage"
@@ -81,8 +82,11 @@ demo: setup triton-env ## raw text to an answered prompt: prepare, train (2 proc
 	@echo "  evaluation  $(DEMO_DIR)/eval        (results.json, results.md: lambada on held-out text)"
 	@echo "  triton repo $(DEMO_DIR)/triton      (preprocessing -> gpt -> postprocessing ensemble; serve.log)"
 
-test: setup triton-env ## run every package's tests and the end-to-end tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS) packages tests
+test: setup triton-env ## run every package's tests and the end-to-end tests, but the ones marked slow
+	$(BIN)/python -m pytest -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS) packages tests
+
+test-all: setup triton-env ## make test with the slow end-to-end cases too
+	$(MAKE) test PYTEST_MARKERS=
 
 lint: setup ## ruff over every package and the tests
 	$(BIN)/ruff check packages tests

@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO / "packages" / "evaluate" / "tests"))
 from evaluate_helpers import make_checkpoint  # noqa: E402  (a small random GPT checkpoint)
 
 
+@pytest.mark.slow
 def test_inference_search_writes_its_csv(tmp_path: Path):
     if not (REPO / ".venv-triton" / "bin" / "python").exists() and not os.environ.get("BIGNLP_TRITON_ENV"):
         pytest.skip("no .venv-triton (make triton-env creates it; make test does)")
