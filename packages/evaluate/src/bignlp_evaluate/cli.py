@@ -164,6 +164,64 @@ def prompt_command(prompt_checkpoint, data, output, base, disable_virtual_tokens
         click.echo(str(Path(output) / "results.md"))
 
 
+_SEQ2SEQ_HELP = {
+    "squad": ("SQuAD exact match and F1 of a fine-tuned T5/mT5 (greedy answers; the official v1.1 scoring).",
+              "a SQuAD-format JSON (.json or .json.gz) or a task-data directory (bignlp-dataprep run --config "
+              "squad/v1.1): its dev questions, every gold answer."),
+    "xquad": ("XQuAD exact match and F1 per language (and their average) of a fine-tuned mT5.",
+              "a directory of xquad.<lang>.json files, one such file, or a task-data directory (--config xquad)."),
+    "glue": ("Accuracy of a fine-tuned T5 on a GLUE task's text-to-text validation split.",
+             "a task-data directory (--config glue/<task>: its validation split), or a source file with --targets."),
+    "custom": ("Exact string match of a fine-tuned T5/mT5 on parallel source/target files.",
+               "the source file (one example a line), with --targets; or a task-data directory."),
+}
+
+
+def _seq2seq_command(kind: str) -> None:
+    summary, data_help = _SEQ2SEQ_HELP[kind]
+
+    @main.command(kind, help=f"""{summary}
+
+    Sources are framed as bignlp-train finetune frames them; the output is an evaluation
+    artifact (results.json with every prediction, results.md, results.csv).
+
+    \b
+    Example:
+      bignlp-evaluate {kind} --checkpoint results/t5_squad --data DATA --output results/t5_squad_eval
+    """)
+    @click.option("--checkpoint", required=True, type=click.Path(path_type=Path), metavar="DIR",
+                  help="a fine-tuned T5/mT5 model-checkpoint, or its run directory (its latest checkpoint).")
+    @click.option("--data", required=True, type=click.Path(path_type=Path), metavar="PATH", help=data_help)
+    @click.option("--targets", type=click.Path(path_type=Path), metavar="FILE", default=None,
+                  help="glue/custom with a source file: the target file (one answer a line).")
+    @click.option("--output", required=True, type=click.Path(path_type=Path), metavar="DIR",
+                  help="the evaluation artifact to write; must be new or empty.")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+                  help="sources generated together.")
+    @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+                  help="answer tokens at most [default: the checkpoint's fine-tuning max_tgt_seq_length].")
+    @click.option("--max-source-length", type=click.IntRange(min=3), default=None,
+                  help="source tokens (<bos>/<eos> included; a longer source keeps its tail) [default: the "
+                       "checkpoint's fine-tuning max_src_seq_length].")
+    @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+    def command(checkpoint, data, targets, output, batch_size, max_new_tokens, max_source_length, device) -> None:
+        from .seq2seq import evaluate_seq2seq
+
+        with exit_on_error(PROG):
+            config = {"task": kind, "checkpoint": str(checkpoint), "data": str(data),
+                      "targets": targets and str(targets), "batch_size": batch_size,
+                      "max_new_tokens": max_new_tokens, "max_source_length": max_source_length, "device": device}
+            out = evaluate_seq2seq(kind, checkpoint, data=data, targets=targets, output=output,
+                                   batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                   max_source_length=max_source_length, device=_device(device), config=config,
+                                   log=_log)
+            click.echo((Path(out) / "results.md").read_text(), nl=False)
+
+
+for _kind in _SEQ2SEQ_HELP:
+    _seq2seq_command(_kind)
+
+
 @main.command("download")
 @click.option("--tasks", required=True, metavar="LIST", help="comma list of task names, or all_tasks.")
 @click.option("--data-dir", required=True, type=click.Path(path_type=Path), metavar="DIR",

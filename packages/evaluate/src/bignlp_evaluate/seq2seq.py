@@ -1,0 +1,264 @@
+"""Seq2seq tasks for fine-tuned T5/mT5: ``bignlp-evaluate squad|xquad|glue|custom``.
+
+Each example's source is framed as ``bignlp-train finetune`` frames it (``<bos> source <eos>``, a source
+longer than the model was fine-tuned on keeping its tail), the answer generated greedily with the KV
+cache (``bignlp_models.generate``) from ``<bos>`` until ``<eos>``, and scored:
+
+- ``squad``: a SQuAD-format JSON (``.json`` or ``.json.gz``) or a ``task-data`` artifact of ``squad/v1.1``
+  (its ``source/`` dev file): exact match and F1 against every gold answer, 0-100, as the official v1.1
+  script computes them (torchmetrics' ``SQuAD``);
+- ``xquad``: XQuAD's ``xquad.{lang}.json`` files (a directory holding them, or a ``task-data`` artifact of
+  ``xquad``): the same scores per language and their mean (the seed's 7.3.1 table);
+- ``glue`` / ``custom``: parallel source/target text files (``--data SRC --targets TGT``, or a ``task-data``
+  artifact's ``validation`` split): accuracy (``glue``) or exact string match (``custom``), the share of
+  outputs equal to their target after stripping, 0-100.
+
+The result is an ``evaluation`` artifact (results.json with every prediction, results.md/csv tables,
+config.yaml, manifest.json last).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bignlp_contracts import (
+    EVALUATION,
+    ArtifactError,
+    InputError,
+    Producer,
+    atomic_directory,
+    format_duration,
+    git_commit,
+    input_record,
+    read_checkpoint,
+    read_manifest,
+    slurm_job_record,
+    write_manifest,
+)
+
+from . import __version__
+from .harness import PACKAGE, check_output
+from .prompt import squad_scores
+from .results import Row, csv_table, markdown_table, metrics_summary
+
+KINDS = ("squad", "xquad", "glue", "custom")
+SQUAD_TEMPLATE = "Title: {title} Paragraph: {context} Question: {question}"
+_NEWLINES = re.compile(r"\s*[\r\n\t\v\f\u2028\u2029\x85]+\s*")
+
+
+@dataclass(frozen=True)
+class Example:
+    group: str  # the language (xquad) or the task name: a table row each
+    source: str
+    answers: list[str]
+
+
+def _one_line(text: str) -> str:
+    return _NEWLINES.sub(" ", text).strip()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        raw = path.read_bytes()
+        text = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        return json.loads(text)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON file ({type(exc).__name__}: {exc})") from None
+
+
+def squad_examples(path: Path, group: str) -> list[Example]:
+    """Every question of a SQuAD-format file, with all its gold answers."""
+    doc = _read_json(path)
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: no 'data' list: not a SQuAD-format file")
+    out = []
+    for a, article in enumerate(data):
+        try:
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    answers = [x["text"] for x in qa["answers"]]
+                    if not answers:
+                        raise InputError(f"{path}: question {qa.get('id')} has no gold answer (SQuAD v2.0's "
+                                         "unanswerable questions are not scored here)")
+                    out.append(Example(group, SQUAD_TEMPLATE.format(
+                        title=_one_line(str(article.get("title", ""))), context=_one_line(paragraph["context"]),
+                        question=_one_line(qa["question"])), answers))
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"{path}: article {a} is not in SQuAD form (missing {exc})") from None
+    if not out:
+        raise InputError(f"{path}: no questions")
+    return out
+
+
+def _task_data(path: Path) -> dict | None:
+    """A task-data artifact's manifest summary, or None when ``path`` is not one."""
+    if not (path.is_dir() and (path / "manifest.json").is_file()):
+        return None
+    manifest = read_manifest(path)
+    if manifest.kind != "task-data":
+        raise InputError(f"--data {path} is a {manifest.kind} artifact, not task data",
+                         hint="bignlp-dataprep run --config squad/v1.1|xquad|glue/<task> data_dir=DIR makes one")
+    return manifest.summary
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def load_examples(kind: str, data: Path, targets: Path | None = None) -> list[Example]:
+    """The examples of ``kind`` from ``data`` (see the module docstring for what each kind reads)."""
+    data = Path(data)
+    summary = _task_data(data)
+    if kind == "squad":
+        if summary is not None:
+            dev = Path(str(summary.get("source", {}).get("dev", ""))).name
+            return squad_examples(data / "source" / dev, "squad")
+        return squad_examples(data, "squad")
+    if kind == "xquad":
+        files = sorted(data.glob("source/xquad.*.json") if summary is not None else
+                       (data.glob("xquad.*.json*") if data.is_dir() else [data]))
+        if not files:
+            raise InputError(f"--data {data}: no xquad.<lang>.json files")
+        out = []
+        for f in files:
+            lang = f.name.split(".")[1] if f.name.startswith("xquad.") else f.stem
+            out += squad_examples(f, lang)
+        return out
+    if summary is not None:
+        src, tgt = data / "t5" / "validation_src.txt", data / "t5" / "validation_tgt.txt"
+        group = str(summary.get("task", kind)).split("/")[-1]
+    else:
+        if targets is None:
+            raise InputError(f"{kind}: --targets TGT_FILE is needed with a source file (or give a task-data "
+                             "directory as --data)")
+        src, tgt, group = data, Path(targets), kind
+    sources, answers = _lines(src), _lines(tgt)
+    if len(sources) != len(answers):
+        raise InputError(f"{src} has {len(sources)} lines but {tgt} has {len(answers)}: one example a line each")
+    if not sources:
+        raise InputError(f"{src}: no examples")
+    return [Example(group, s, [t]) for s, t in zip(sources, answers)]
+
+
+def _check_seq2seq(checkpoint: Path) -> None:
+    _, manifest = read_checkpoint(checkpoint)
+    family = manifest.summary.get("family", "gpt")
+    if family != "t5":
+        raise ArtifactError(f"checkpoint {checkpoint} holds a {family} model; squad/xquad/glue/custom evaluate a "
+                            "fine-tuned seq2seq (T5/mT5) model",
+                            hint="give a checkpoint written by bignlp-train finetune (or evaluate a GPT with "
+                                 "bignlp-evaluate harness)")
+
+
+def _lengths(loaded: Any) -> tuple[int, int]:
+    """(source tokens, new tokens) the checkpoint was fine-tuned with (its config), else its position limits."""
+    model_cfg = (loaded.manifest.config or {}).get("model", {}) if isinstance(loaded.manifest.config, dict) else {}
+    positions = getattr(loaded.config, "max_position_embeddings", 512)
+    src = int(model_cfg.get("seq_length") or positions)
+    new = int((model_cfg.get("data") or {}).get("seq_length_dec") or 32)
+    if getattr(loaded.config, "position_embedding_type", "") != "relative":
+        src, new = min(src, positions), min(new, positions)
+    return src, new
+
+
+def evaluate_seq2seq(kind: str, checkpoint: str | Path, *, data: str | Path, output: str | Path,
+                     targets: str | Path | None = None, batch_size: int = 16, max_new_tokens: int | None = None,
+                     max_source_length: int | None = None, device: str = "cpu", config: dict | None = None,
+                     log: Callable[[str], None] | None = None, progress_every_s: float = 10.0) -> Path:
+    """Generate and score ``kind``'s examples from ``data`` with ``checkpoint``; write an ``evaluation`` artifact
+    at ``output`` (new or empty). Returns ``output``."""
+    from bignlp_models import generate, load_model
+
+    if kind not in KINDS:
+        raise InputError(f"unknown seq2seq task {kind!r}", hint=f"one of {', '.join(KINDS)}")
+    log = log or (lambda _line: None)
+    output = check_output(output)
+    _check_seq2seq(Path(checkpoint))
+    examples = load_examples(kind, Path(data), None if targets is None else Path(targets))
+    log(f"loading {checkpoint} ({device}); {len(examples)} examples")
+    loaded = load_model(checkpoint, device=device)
+    tok = loaded.tokenizer
+    bos = tok.bos_id if tok.bos_id is not None else tok.cls_id
+    eos = tok.eos_id if tok.eos_id is not None else tok.sep_id
+    pad = tok.pad_id if tok.pad_id is not None else 0
+    if bos is None or eos is None:
+        raise ArtifactError(f"{checkpoint}: its tokenizer has no bos/eos (or cls/sep) to frame sources with")
+    src_len, new_default = _lengths(loaded)
+    src_len = max_source_length or src_len
+    steps = max_new_tokens or new_default
+    prompts = []
+    for ids in tok.encode_batch([e.source for e in examples]):
+        keep = src_len - 2
+        prompts.append([bos, *(ids[len(ids) - keep:] if len(ids) > keep else ids), eos])
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    predictions: list[str] = [""] * len(prompts)
+    started = last = time.monotonic()
+    for first in range(0, len(order), batch_size):
+        chunk = order[first:first + batch_size]
+        out = generate(loaded.model, [prompts[i] for i in chunk], max_new_tokens=steps, greedy=True,
+                       stop_token_ids=[eos], pad_id=pad, vocab_size=loaded.vocab_size, decoder_start_token_id=bos)
+        for i, tokens in zip(chunk, out.tokens):
+            predictions[i] = tok.decode([t for t in tokens if t != eos], skip_special_tokens=True).strip()
+        done, now = first + len(chunk), time.monotonic()
+        if now - last >= progress_every_s or done == len(order):
+            rate = done / max(now - started, 1e-9)
+            log(f"generated {done}/{len(order)} | {rate:.1f}/s | ETA {format_duration((len(order) - done) / rate)}")
+            last = now
+    results = score_groups(kind, examples, predictions)
+    table = [Row(group, metric, value / 100.0 if metric in ("accuracy", "exact_string_match") else value, None)
+             for group, scores in results.items() for metric, value in scores.items()]
+    payload = {"task": kind, "results": results,
+               "predictions": [{"group": e.group, "prediction": p, "answers": e.answers}
+                               for e, p in zip(examples, predictions)]}
+    with atomic_directory(output) as tmp:
+        (tmp / "results.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / "results.md").write_text(markdown_table(table, model=Path(loaded.path).name))
+        (tmp / "results.csv").write_text(csv_table(table))
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config or {}, sort_keys=False))
+        inputs = [input_record(loaded.path), input_record(data)]
+        if targets is not None:
+            inputs.append(input_record(targets))
+        write_manifest(tmp, EVALUATION,
+                       producer=Producer(PACKAGE, __version__, git_commit(Path(__file__).parent), slurm_job_record()),
+                       files=["results.json", "results.md", "results.csv", "config.yaml"], config=config or {},
+                       inputs=inputs,
+                       summary={"tasks": list(results), "metrics": metrics_summary(table), "family": "t5",
+                                "num_examples": len(examples), "max_new_tokens": steps,
+                                "max_source_length": src_len})
+    log(f"wrote {output}")
+    return output
+
+
+def score_groups(kind: str, examples: list[Example], predictions: list[str]) -> dict[str, dict[str, float]]:
+    """Per group (language, task) and, with several, their mean ("average"): exact_match/f1 for squad/xquad
+    (0-100), accuracy (glue) or exact_string_match (custom) in percent."""
+    groups = list(dict.fromkeys(e.group for e in examples))
+    out: dict[str, dict[str, float]] = {}
+    for g in groups:
+        idx = [i for i, e in enumerate(examples) if e.group == g]
+        if kind in ("squad", "xquad"):
+            out[g] = squad_scores([predictions[i] for i in idx], [examples[i].answers for i in idx])
+        else:
+            name = "accuracy" if kind == "glue" else "exact_string_match"
+            hits = sum(predictions[i].strip() == examples[i].answers[0].strip() for i in idx)
+            out[g] = {name: 100.0 * hits / len(idx)}
+    if len(groups) > 1:
+        metrics = list(out[groups[0]])
+        out["average"] = {m: sum(out[g][m] for g in groups) / len(groups) for m in metrics}
+    return out
