@@ -1,7 +1,8 @@
 #!/bin/bash
 # Submit a whole pipeline to Slurm and watch it: a dataprep array (one shard per task) -> finalize
 # -> training [-> conversion to .nemo or Hugging Face, when CONVERT_OUTPUT is set] [-> evaluation with
-# lm-eval tasks, when EVAL_OUTPUT is set], chained with sbatch --parsable and --dependency=afterok.
+# lm-eval tasks, when EVAL_OUTPUT is set] [-> a Triton server, when SERVE_REPOSITORY is set], chained with
+# sbatch --parsable and --dependency=afterok.
 # When a stage fails, its dependents are cancelled (scancel, on top of --kill-on-invalid-dep=yes) and
 # the failed stage, array task, exit code and log are named. The same chain trains GPT-3, T5 or mT5: the training config
 # decides (a T5/mT5 config needs a dataset with sentinels, which the t5/ and mt5/ recipes make).
@@ -49,13 +50,19 @@
 #   EVAL_TASKS_PER_NODE  optional  evaluation processes, one per GPU or CPU slot (default: EVAL_GPUS_PER_NODE, else 1)
 #   EVAL_GPUS_PER_NODE   optional  --gpus-per-node of the evaluation job (default: none)
 #   EVAL_CPUS            optional  --cpus-per-task of each evaluation task (default: the template's, 2)
+#   SERVE_REPOSITORY     optional  add a serving stage after training (serve.sbatch): the trained run exported to this
+#                                  Triton model repository and served until the job is cancelled or times out;
+#                                  the watch counts it done once its endpoints are up (the job keeps serving)
+#   SERVE_HOST           optional  address the server binds (default 127.0.0.1; 0.0.0.0 to serve other nodes)
+#   SERVE_GPUS_PER_NODE  optional  --gpus-per-node of the serving job (default: none)
+#   SERVE_TIME           optional  --time of the serving job (default: the template's, 4 hours)
 #   LOG_DIR              optional  directory of the jobs' output files (default: the current directory)
 #   WATCH_POLL_S         optional  seconds between two looks at the queue (default 5)
 #   CONTAINER_IMAGE, CONTAINER_MOUNTS, BIGNLP_VENV and sbatch's own SBATCH_* input variables
 #                        (SBATCH_PARTITION, SBATCH_ACCOUNT, ...) reach every stage.
 #
-# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=[, convert=][, evaluate=]); progress and
-# the failure report on stderr. Exit status: 0 every stage completed (with --no-watch: submitted),
+# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=[, convert=][, evaluate=][, serve=]);
+# progress and the failure report on stderr. Exit status: 0 every stage completed (with --no-watch: submitted),
 # 1 a stage failed or was cancelled, 2 a bad parameter or a job sbatch refused (nothing is left queued),
 # 130 interrupted while watching (the jobs keep running).
 #
@@ -106,7 +113,8 @@ positive_int NUM_SHARDS "${NUM_SHARDS}"
 positive_int TRAIN_NODES "${TRAIN_NODES:=1}"
 [[ -z ${TRAIN_GPUS_PER_NODE:-} ]] || positive_int TRAIN_GPUS_PER_NODE "${TRAIN_GPUS_PER_NODE}"
 positive_int TRAIN_TASKS_PER_NODE "${TRAIN_TASKS_PER_NODE:=${TRAIN_GPUS_PER_NODE:-1}}"
-for name in DATAPREP_CPUS FINALIZE_CPUS TRAIN_CPUS CONVERT_CPUS CONVERT_TP CONVERT_PP EVAL_CPUS EVAL_GPUS_PER_NODE; do
+for name in DATAPREP_CPUS FINALIZE_CPUS TRAIN_CPUS CONVERT_CPUS CONVERT_TP CONVERT_PP EVAL_CPUS EVAL_GPUS_PER_NODE \
+  SERVE_GPUS_PER_NODE; do
   [[ -z ${!name:-} ]] || positive_int "${name}" "${!name}"
 done
 if [[ -n ${CONVERT_OUTPUT:-} ]]; then
@@ -122,6 +130,11 @@ if [[ -n ${EVAL_OUTPUT:-} ]]; then
   STAGES+=(evaluate)
 elif [[ -n ${EVAL_DATA_DIR:-}${EVAL_TASKS:-}${EVAL_CONFIG:-}${EVAL_TASKS_PER_NODE:-}${EVAL_GPUS_PER_NODE:-} ]]; then
   die "EVAL_DATA_DIR, EVAL_TASKS, EVAL_CONFIG, EVAL_TASKS_PER_NODE and EVAL_GPUS_PER_NODE need EVAL_OUTPUT (the evaluation's output)"
+fi
+if [[ -n ${SERVE_REPOSITORY:-} ]]; then
+  STAGES+=(serve)
+elif [[ -n ${SERVE_HOST:-}${SERVE_GPUS_PER_NODE:-}${SERVE_TIME:-} ]]; then
+  die "SERVE_HOST, SERVE_GPUS_PER_NODE and SERVE_TIME need SERVE_REPOSITORY (the repository to serve)"
 fi
 [[ ${WATCH_POLL_S:=5} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "WATCH_POLL_S='${WATCH_POLL_S}' is not a number of seconds"
 TRAIN_JOB_NAME="${TRAIN_JOB_NAME:-bignlp-train:$(basename "${RESULTS_DIR}")}"
@@ -210,11 +223,21 @@ if [[ -n ${EVAL_OUTPUT:-} ]]; then
     "${TEMPLATES}/evaluate.sbatch"
 fi
 
+if [[ -n ${SERVE_REPOSITORY:-} ]]; then
+  submit serve "CHECKPOINT=${RESULTS_DIR}" "REPOSITORY=${SERVE_REPOSITORY}" "HOST=${SERVE_HOST:-}" -- \
+    --dependency="afterok:${ids[2]}" \
+    ${SERVE_GPUS_PER_NODE:+--gpus-per-node="${SERVE_GPUS_PER_NODE}"} \
+    ${SERVE_TIME:+--time="${SERVE_TIME}"} \
+    --output="${LOG_DIR}/bignlp-serve-%j.out" \
+    "${TEMPLATES}/serve.sbatch"
+  serve_id="${ids[-1]}"
+fi
+
 for i in "${!STAGES[@]}"; do
   echo "${STAGES[i]}=${ids[i]}"
 done
 say "submitted dataprep array ${ids[0]} (${NUM_SHARDS} tasks) -> finalize ${ids[1]} -> train ${ids[2]}" \
-  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s))${CONVERT_OUTPUT:+ -> convert ${ids[3]} (${CONVERT_FORMAT:-})}${EVAL_OUTPUT:+ -> evaluate ${ids[-1]}}; logs in ${LOG_DIR}"
+  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s))${CONVERT_OUTPUT:+ -> convert ${ids[3]} (${CONVERT_FORMAT:-})}${EVAL_OUTPUT:+ -> evaluate}${SERVE_REPOSITORY:+ -> serve ${ids[-1]}}; logs in ${LOG_DIR}"
 (( watch )) || exit 0
 
 # --- watching -------------------------------------------------------------------------------------
@@ -236,7 +259,7 @@ stage_state=""; stage_summary=""; stage_failed=(); stage_active=0
 unknown_polls=0
 
 stage_status() {  # stage_status ID
-  local rows jobid task state code stdout
+  local rows jobid task state code stdout log_file=""
   local -A count=()
   stage_failed=()
   rows="$(job_rows "$1")"
@@ -254,6 +277,7 @@ stage_status() {  # stage_status ID
       *) stage_failed+=("${jobid} ${task} ${state} ${code} ${stdout}") ;;
     esac
     count[${state}]=$(( ${count[${state}]:-0} + 1 ))
+    log_file="${stdout}"
   done <<<"${rows}"
   stage_summary=""
   for state in "${!count[@]}"; do
@@ -263,6 +287,10 @@ stage_status() {  # stage_status ID
     stage_state="failed"
   elif [[ ${#count[@]} -eq 1 && -n ${count[COMPLETED]:-} ]]; then
     stage_state="ok"
+  elif [[ $1 == "${serve_id:-}" && -n ${count[RUNNING]:-} && -f ${log_file} ]] && grep -q '^http ' "${log_file}"; then
+    # a server never completes: it is up once serve has printed its endpoints
+    stage_state="ok"
+    stage_summary="serving, $(grep -m 1 '^http ' "${log_file}" | tr -s ' ')"
   else
     stage_state="active"
   fi
@@ -340,5 +368,5 @@ while (( current < ${#STAGES[@]} )); do
   done
   (( current < ${#STAGES[@]} )) && sleep "${WATCH_POLL_S}"
 done
-say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}${CONVERT_OUTPUT:+, converted ${CONVERT_OUTPUT}}${EVAL_OUTPUT:+, evaluation ${EVAL_OUTPUT}}"
+say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}${CONVERT_OUTPUT:+, converted ${CONVERT_OUTPUT}}${EVAL_OUTPUT:+, evaluation ${EVAL_OUTPUT}}${SERVE_REPOSITORY:+, serving ${SERVE_REPOSITORY} (job ${serve_id:-}: scancel it to stop)}"
 exit 0

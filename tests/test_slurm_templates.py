@@ -85,7 +85,8 @@ case "{name}" in
     if [[ "$1 $2" == "show hostnames" ]]; then echo gpu07; echo gpu08; fi
     if [[ "$1 $2 $3" == "-o show node" ]]; then
       echo "NodeName=$4 Arch=x86_64 NodeAddr=10.1.2.3 NodeHostName=$4-host"
-    fi ;;
+    fi
+    if [[ "$1 $2 $3" == "-o show job" && -n ${{JOBS_DIR:-}} && -f $JOBS_DIR/$4 ]]; then cat "$JOBS_DIR/$4"; fi ;;
   sbatch)
     if [[ -n ${{SBATCH_FAIL_CALL:-}} && $n -eq $SBATCH_FAIL_CALL ]]; then
       echo "sbatch: error: Batch job submission failed: Invalid account" >&2
@@ -383,3 +384,25 @@ def test_pipeline_evaluation_needs_its_data_dir(tmp_path: Path):
     (tmp_path / "again").mkdir()
     out, _ = _pipeline(tmp_path / "again", EVAL_TASKS="lambada")
     assert out.returncode == 2 and "need EVAL_OUTPUT" in out.stderr
+
+
+def test_pipeline_serving_stage_is_done_once_its_endpoints_are_up(tmp_path: Path):
+    jobs, logs = tmp_path / "jobs", tmp_path / "logs"
+    jobs.mkdir()
+    logs.mkdir()
+    for job in (101, 102, 103):
+        (jobs / str(job)).write_text(f"JobId={job} JobState=COMPLETED ExitCode=0:0 StdOut={logs}/{job}.out\n")
+    (logs / "104.out").write_text("ready in 14.2 s: gpt model 'gpt'\nhttp     http://127.0.0.1:8000   (POST ...)\n")
+    (jobs / "104").write_text(f"JobId=104 JobState=RUNNING ExitCode=0:0 StdOut={logs}/104.out\n")
+    out, record = _pipeline(tmp_path, args=("--watch",), SERVE_REPOSITORY="/results/run1/model_repo",
+                            SERVE_HOST="0.0.0.0", JOBS_DIR=str(jobs), WATCH_POLL_S="0.1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["dataprep=101", "finalize=102", "train=103", "serve=104"]
+    *_, (serve, serve_env) = _calls(record, "sbatch")
+    assert serve == ["--parsable", "--kill-on-invalid-dep=yes", "--dependency=afterok:103",
+                     f"--output={tmp_path}/logs/bignlp-serve-%j.out", str(REPO / "slurm-templates" / "serve.sbatch")]
+    assert {k: serve_env[k] for k in ("CHECKPOINT", "REPOSITORY", "HOST")} == {
+        "CHECKPOINT": "/results/run1", "REPOSITORY": "/results/run1/model_repo", "HOST": "0.0.0.0"}
+    assert "serve (job 104): serving, http http://127.0.0.1:8000" in out.stderr
+    assert "serving /results/run1/model_repo (job 104: scancel it to stop)" in out.stderr
+    assert not _calls(record, "scancel")
