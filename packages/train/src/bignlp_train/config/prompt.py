@@ -266,7 +266,10 @@ def effective_train_config(cfg: PromptLearnConfig, max_steps: int) -> Any:
                            seed=m.seed, optim=m.optim)
     fields = {f.name for f in dataclasses.fields(TrainerConfig)}
     trainer = TrainerConfig(**{**{k: v for k, v in vars(cfg.trainer).items() if k in fields}, "max_steps": max_steps})
-    exp = ExpManagerConfig(**{k: v for k, v in vars(cfg.exp_manager).items()
-                              if k in {f.name for f in dataclasses.fields(ExpManagerConfig)}
-                              and k != "checkpoint_callback_params"})
+    ccp = cfg.exp_manager.checkpoint_callback_params
+    plain_ccp = CheckpointCallbackParams(**{f.name: getattr(ccp, f.name)
+                                            for f in dataclasses.fields(CheckpointCallbackParams)})
+    exp = ExpManagerConfig(**{**{k: v for k, v in vars(cfg.exp_manager).items()
+                                 if k in {f.name for f in dataclasses.fields(ExpManagerConfig)}},
+                              "checkpoint_callback_params": plain_ccp})
     return TrainConfig(run=cfg.run, trainer=trainer, exp_manager=exp, model=model)
