@@ -140,6 +140,8 @@ def _template_env(name: str, tmp_path: Path) -> tuple[dict[str, str], str]:
         return {**slurm, "CHECKPOINT": out, "OUTPUT": f"{out}/convert_nemo/megatron_gpt.nemo"}, out
     if name == "evaluate.sbatch":
         return {**slurm, "CHECKPOINT": out, "DATA_DIR": out, "OUTPUT": f"{out}/eval_all"}, out
+    if name == "prompt-learn.sbatch":
+        return {**slurm, "CONFIG": "gpt3/squad", "BASE": out, "TRAIN_DS": "/d/train.jsonl", "RESULTS_DIR": out}, out
     if name == "serve.sbatch":  # the repository's parent is mounted
         return {**slurm, "REPOSITORY": f"{out}/model_repo"}, out
     array = {"SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
@@ -148,7 +150,7 @@ def _template_env(name: str, tmp_path: Path) -> tuple[dict[str, str], str]:
 
 SRUN_TEMPLATES = [
     "dataprep.sbatch", "dataprep-array.sbatch", "dataprep-finalize.sbatch", "train.sbatch", "csp-validate.sbatch",
-    "convert.sbatch", "evaluate.sbatch", "serve.sbatch"]
+    "convert.sbatch", "evaluate.sbatch", "serve.sbatch", "prompt-learn.sbatch"]
 
 
 @pytest.mark.parametrize("name", SRUN_TEMPLATES)
