@@ -102,16 +102,12 @@ def prompt_overrides(base: Path, run_dir: Path, train: Path, *extra: str, taskna
     ]
 
 
-def base_document(rng: random.Random, length: int = 6, *, decoy: bool = False) -> tuple[str, str]:
+def base_document(rng: random.Random, length: int = 6) -> tuple[str, str]:
     """What the base is pretrained on: "question : <fillers and one kN> ?" → "kN". The prompt-learning task asks
-    for the key in another format ("context : ... answer :"). ``decoy``: half the documents are in the task's
-    format but answered with the fixed word "question" (a T5 base otherwise carries the skill over to the new
-    format unprompted, so prompts would have nothing to do)."""
+    for the key in another format ("context : ... answer :"), which the base never saw."""
     key = f"k{rng.randrange(NUM_KEYS)}"
     words = [f"f{rng.randrange(NUM_FILLERS)}" for _ in range(length)]
     words.insert(rng.randrange(length), key)
-    if decoy and rng.random() < 0.5:
-        return "context : " + " ".join(words) + " answer :", "question"
     return "question : " + " ".join(words) + " ?", key
 
 
@@ -124,7 +120,7 @@ def _pretrain(model, tokenizer, family: str, *, steps: int, seed: int, batch: in
     sep, cls = tokenizer.sep_id, tokenizer.cls_id
     model.train()
     for _ in range(steps):
-        docs = [base_document(rng, decoy=family == 't5') for _ in range(batch)]
+        docs = [base_document(rng) for _ in range(batch)]
         if family == "gpt":
             seqs = [tokenizer.encode(q) + tokenizer.encode(a) + [sep] for q, a in docs]
             n = max(map(len, seqs))

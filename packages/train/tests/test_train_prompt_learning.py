@@ -233,3 +233,19 @@ def test_restoring_prompts_onto_another_base(gpt_base, data, tmp_path):
 def test_help():
     result = CliRunner().invoke(main, ["prompt-learn", "--help"])
     assert result.exit_code == 0 and "Example:" in result.output and "prompt-learn --config gpt3/squad" in result.output
+
+
+def test_p_tuning_a_frozen_t5(tmp_path, data):
+    """T5: the encoder input without the answer plus <extra_id_0>, the decoder <bos> <extra_id_0> answer <eos>.
+    This T5 base carries its skill over to the new format unprompted (exact match 1.0 without prompts), so the
+    test asks what prompts must not break: the base frozen, the validation loss falling, the answers right."""
+    base = make_base(tmp_path / "t5base", "t5", pretrain_steps=400)
+    result, model = learn(base, tmp_path / "run", data["train"], "trainer.max_steps=100",
+                          f"model.data.validation_ds=[{data['test']}]", "trainer.val_check_interval=100",
+                          config="t5/squad")
+    assert_base_unchanged(model, base)
+    assert result.final_val_loss < result.initial_val_loss
+    tokens, with_prompts = generations(base, result.output, data["test"], family="t5")
+    assert with_prompts >= 0.5
+    print(f"t5 p-tuning: val loss {result.initial_val_loss:.3f} -> {result.final_val_loss:.3f}, "
+          f"exact match {with_prompts:.3f}")
