@@ -249,3 +249,33 @@ def test_p_tuning_a_frozen_t5(tmp_path, data):
     assert with_prompts >= 0.5
     print(f"t5 p-tuning: val loss {result.initial_val_loss:.3f} -> {result.final_val_loss:.3f}, "
           f"exact match {with_prompts:.3f}")
+
+
+def test_examples_truncate_only_the_truncate_field_else_skip(tmp_path):
+    from prompt_helpers import write_vocab
+
+    from bignlp_models.prompt_template import PromptTemplate, Roles, encode_example
+    from bignlp_tokenizers import TokenizerSpec, build_tokenizer
+
+    tok = build_tokenizer(TokenizerSpec("bert-wordpiece-lowercase", vocab_file=str(write_vocab(tmp_path / "v.txt"))))
+    template = PromptTemplate(taskname="t", prompt_template="<|VIRTUAL_PROMPT_0|>context : {context} answer : {answer}",
+                              total_virtual_tokens=2, virtual_token_splits=(2,), truncate_field="context", offset=3)
+    roles = Roles(eos=tok.eod_id, pad=0)
+    row = {"context": "f1 f2 f3 f4 f5 f6", "answer": "k1"}
+    full = encode_example(template, row, tok, offset=3, vocab_size=100, family="gpt", roles=roles, max_length=None)
+    ids = lambda text: tok.encode(text)  # noqa: E731
+    assert full.prompt == [103, 104, *ids("context :"), *ids("f1 f2 f3 f4 f5 f6"), *ids("answer :")]
+    assert full.tokens + [full.labels[-1]] == full.prompt + ids("k1") + [tok.eod_id]  # <eos> appended
+    assert full.loss_mask == [0] * (len(full.prompt) - 1) + [1, 1]  # answer_only_loss: the answer and <eos>
+    cut = encode_example(template, row, tok, offset=3, vocab_size=100, family="gpt", roles=roles,
+                         max_length=len(full.tokens) + 1 - 4)
+    assert cut.prompt == [103, 104, *ids("context :"), *ids("f1 f2"), *ids("answer :")]  # the context's end cut
+    assert encode_example(template, row, tok, offset=3, vocab_size=100, family="gpt", roles=roles,
+                          max_length=len(full.tokens) + 1 - 7) is None  # more than the context holds: skipped
+    no_field = PromptTemplate(**{**template.__dict__, "truncate_field": None})
+    assert encode_example(no_field, row, tok, offset=3, vocab_size=100, family="gpt", roles=roles,
+                          max_length=len(full.tokens)) is None
+    t5 = encode_example(template, row, tok, offset=3, vocab_size=100, family="t5",
+                        roles=Roles(eos=3, pad=0, bos=2, sentinel=99), max_length=None)
+    assert t5.prompt == [*full.prompt, 99]  # the answer removed, <extra_id_0> appended
+    assert (t5.tokens, t5.labels) == ([2, 99, *ids("k1")], [99, *ids("k1"), 3])
