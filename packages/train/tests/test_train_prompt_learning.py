@@ -279,3 +279,23 @@ def test_examples_truncate_only_the_truncate_field_else_skip(tmp_path):
                         roles=Roles(eos=3, pad=0, bos=2, sentinel=99), max_length=None)
     assert t5.prompt == [*full.prompt, 99]  # the answer removed, <extra_id_0> appended
     assert (t5.tokens, t5.labels) == ([2, 99, *ids("k1")], [99, *ids("k1"), 3])
+
+
+def test_too_long_examples_are_truncated_or_skipped_and_counted(gpt_base, data, tmp_path):
+    def plan(max_len: int):
+        return pl.plan_prompt_learn(load_prompt_config("gpt3/squad", prompt_overrides(
+            gpt_base, tmp_path / "run", data["train"], f"model.data.max_seq_length={max_len}")))
+
+    # 4 virtual + "context :" + 7 context tokens + "answer :" + the key + <eos> = 17 tokens
+    assert plan(17).skipped["train"] == {"keys": 0} and len(plan(17).train[0].tokens) == 16
+    cut = plan(12)  # 5 context tokens cut from every example, none skipped
+    assert cut.skipped["train"] == {"keys": 0} and {len(e.tokens) for e in cut.train} == {11}
+    mixed = tmp_path / "mixed.jsonl"
+    lines = data["train"].read_text().splitlines()[:3]
+    long_answer = {"taskname": "keys", "context": "f1", "answer": " ".join(f"k{i}" for i in range(8))}
+    mixed.write_text("\n".join([*lines, json.dumps(long_answer)]) + "\n")
+    plan12 = pl.plan_prompt_learn(load_prompt_config("gpt3/squad", prompt_overrides(
+        gpt_base, tmp_path / "run", mixed, "model.data.max_seq_length=12")))
+    assert plan12.skipped["train"] == {"keys": 1} and len(plan12.train) == 3  # 6 too many, 1 context token to cut
+    result = _cli(gpt_base, tmp_path / "run", data["train"], "model.data.max_seq_length=9")
+    _one_line(result, 2, "no usable example", "'keys': 512")

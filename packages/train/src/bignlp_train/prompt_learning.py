@@ -223,7 +223,9 @@ class PromptTask:
         buffer = io.BytesIO()
         torch.save({"learned": self.table.learned.state_dict(),
                     "optimizer": [opt.state_dict() for opt in self.optimizer.optimizers],
-                    "rng": torch.get_rng_state(), "step": state.step, "consumed_samples": state.consumed_samples,
+                    "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                    "step": state.step, "consumed_samples": state.consumed_samples,
                     "metrics": metrics}, buffer)
         root = self.plan.run_dir / "checkpoints"
         path = root / checkpoint_dir_name(state.step)
@@ -315,6 +317,8 @@ def prompt_learn(cfg: PromptLearnConfig, *, log: Callable[[str], None] = print) 
             for opt, opt_state in zip(optimizer.optimizers, saved["optimizer"]):
                 opt.load_state_dict(opt_state)
             torch.set_rng_state(saved["rng"].cpu())
+            if saved.get("cuda_rng") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
             state = TrainState(int(saved["step"]), int(saved["consumed_samples"]))
             log(f"resumed from {latest} (step {state.step}, {state.consumed_samples} samples consumed)")
         num_learned = sum(p.numel() for p in table.parameters())
