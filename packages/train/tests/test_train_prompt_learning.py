@@ -299,3 +299,18 @@ def test_too_long_examples_are_truncated_or_skipped_and_counted(gpt_base, data, 
     assert plan12.skipped["train"] == {"keys": 1} and len(plan12.train) == 3  # 6 too many, 1 context token to cut
     result = _cli(gpt_base, tmp_path / "run", data["train"], "model.data.max_seq_length=9")
     _one_line(result, 2, "no usable example", "'keys': 512")
+
+
+@pytest.mark.parametrize("name", ["gpt3/squad", "t5/squad", "mt5/squad"])
+def test_shipped_configs_carry_the_launchers_values(name):
+    from bignlp_train.config.prompt import shipped_prompt_configs
+
+    assert name in shipped_prompt_configs()
+    m = load_prompt_config(name).model
+    squad = m.template("squad")
+    assert (m.virtual_prompt_style, squad.total_virtual_tokens, squad.virtual_token_splits) == ("p-tuning", 10, (10,))
+    assert (squad.truncate_field, squad.answer_only_loss, squad.fields) == ("context", True,
+                                                                           ["context", "question", "answer"])
+    assert (m.p_tuning.dropout, m.p_tuning.num_layers, m.optim.lr, m.optim.sched.warmup_steps,
+            m.optim.sched.constant_steps, m.optim.sched.min_lr) == (0.0, 2, 2e-4, 50, 10, 0.0)
+    assert (m.global_batch_size, m.micro_batch_size, load_prompt_config(name).trainer.max_epochs) == (64, 8, 4)
