@@ -239,9 +239,9 @@ def test_p_tuning_a_frozen_t5(tmp_path, data):
     """T5: the encoder input without the answer plus <extra_id_0>, the decoder <bos> <extra_id_0> answer <eos>.
     This T5 base carries its skill over to the new format unprompted (exact match 1.0 without prompts), so the
     test asks what prompts must not break: the base frozen, the validation loss falling, the answers right."""
-    base = make_base(tmp_path / "t5base", "t5", pretrain_steps=400)
-    result, model = learn(base, tmp_path / "run", data["train"], "trainer.max_steps=100",
-                          f"model.data.validation_ds=[{data['test']}]", "trainer.val_check_interval=100",
+    base = make_base(tmp_path / "t5base", "t5", pretrain_steps=250)
+    result, model = learn(base, tmp_path / "run", data["train"], "trainer.max_steps=80",
+                          f"model.data.validation_ds=[{data['test']}]", "trainer.val_check_interval=80",
                           config="t5/squad")
     assert_base_unchanged(model, base)
     assert result.final_val_loss < result.initial_val_loss
