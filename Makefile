@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= results/demo
+DEMO_T5_DIR ?= results/demo-t5
 PACKAGES := contracts tokenizers dataprep models train convert evaluate export hptool csp-validate
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bignlp-setup
@@ -19,7 +20,7 @@ TRITON_LIBS := contracts tokenizers models
 TRITON_STAMP := $(TRITON_VENV)/.bignlp-triton
 
 .DEFAULT_GOAL := help
-.PHONY: help setup triton-env demo test test-all lint bench dist clean
+.PHONY: help setup triton-env demo demo-t5 test test-all lint bench dist clean
 
 help: ## list the targets
 	@echo "BigNLP — raw text to a trained GPT, one CLI per stage"
@@ -81,6 +82,36 @@ demo: setup triton-env ## raw text to an answered prompt: prepare, train (2 proc
 	@echo "  hf model    $(DEMO_DIR)/hf          (model.safetensors, config.json, tokenizer.json: transformers loads it)"
 	@echo "  evaluation  $(DEMO_DIR)/eval        (results.json, results.md: lambada on held-out text)"
 	@echo "  triton repo $(DEMO_DIR)/triton      (preprocessing -> gpt -> postprocessing ensemble; serve.log)"
+
+demo-t5: setup ## T5: span-corruption pretraining on the corpus, fine-tuning on a SQuAD slice, EM/F1 (CPU, < 10 min)
+	@rm -rf $(DEMO_T5_DIR)
+	$(BIN)/bignlp-dataprep preprocess --input tests/data/corpus/demo-en.jsonl.gz \
+	  --output-prefix $(DEMO_T5_DIR)/data/demo-en --tokenizer-type BertWordPieceLowerCase \
+	  --vocab-file tests/data/bert/vocab.txt --num-sentinel-tokens 100 --split-sentences --workers 2
+	$(BIN)/bignlp-train pretrain --config t5/tiny-cpu \
+	  model.data.data_prefix=[1.0,$(DEMO_T5_DIR)/data/demo-en_text_document] \
+	  exp_manager.explicit_log_dir=$(DEMO_T5_DIR)/pretrain trainer.accelerator=cpu \
+	  trainer.max_steps=60 trainer.val_check_interval=30
+	$(BIN)/bignlp-dataprep run --config squad/v1.1 data_dir=$(DEMO_T5_DIR)/squad \
+	  train_source=tests/data/squad/train-v1.1-slice.json dev_source=tests/data/squad/dev-v1.1-slice.json
+	$(BIN)/bignlp-train finetune --config t5/squad data_dir=$(DEMO_T5_DIR)/squad \
+	  model.restore_from_path=$(DEMO_T5_DIR)/pretrain exp_manager.explicit_log_dir=$(DEMO_T5_DIR)/squad_finetune \
+	  trainer.accelerator=cpu trainer.precision=32 trainer.devices=1 trainer.max_epochs=null trainer.max_steps=100 \
+	  trainer.val_check_interval=50 model.data.train_ds.global_batch_size=16 model.data.train_ds.micro_batch_size=16 \
+	  model.data.train_ds.max_src_seq_length=128 model.data.train_ds.max_tgt_seq_length=16 \
+	  model.data.validation_ds.global_batch_size=50 model.data.validation_ds.micro_batch_size=50 \
+	  model.data.validation_ds.max_src_seq_length=128 model.data.validation_ds.max_tgt_seq_length=16 \
+	  model.data.validation_ds.metric.name=F1 exp_manager.checkpoint_callback_params.monitor=validation_F1 \
+	  model.optim.lr=3e-3
+	$(BIN)/bignlp-evaluate squad --checkpoint $(DEMO_T5_DIR)/squad_finetune --data $(DEMO_T5_DIR)/squad \
+	  --output $(DEMO_T5_DIR)/eval --device cpu
+	@echo
+	@echo "Artifacts:"
+	@echo "  dataset     $(DEMO_T5_DIR)/data            (T5 sentinels, BERT uncased WordPiece)"
+	@echo "  pretrained  $(DEMO_T5_DIR)/pretrain        (t5/tiny-cpu, span corruption)"
+	@echo "  task data   $(DEMO_T5_DIR)/squad           (task-data: t5/*_src.txt, *_tgt.txt, prompt/*.jsonl)"
+	@echo "  fine-tuned  $(DEMO_T5_DIR)/squad_finetune  (best checkpoint by validation F1)"
+	@echo "  evaluation  $(DEMO_T5_DIR)/eval            (results.md: SQuAD EM/F1 on 100 held-out questions)"
 
 test: setup triton-env ## run every package's tests and the end-to-end tests, but the ones marked slow
 	$(BIN)/python -m pytest -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS) packages tests
