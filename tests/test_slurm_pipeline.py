@@ -116,6 +116,7 @@ def _wait_for(what: str, check, timeout_s: float):
     pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
+@pytest.mark.slow  # several minutes on 2 cores: make test-all
 def test_usr1_checkpoints_requeues_and_resumes(slurm_env: dict[str, str], demo_run, tmp_path: Path):
     from bignlp_contracts import read_manifest
 

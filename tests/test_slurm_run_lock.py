@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from slurm_support import job_fields, sbatch, wait_gone
 from support import DATA, REPO, console_script, run
 
@@ -37,6 +39,7 @@ def _train_records(run_dir: Path) -> list[dict]:
     return [r for r in rows if r.get("event") == "train"]
 
 
+@pytest.mark.slow  # several minutes on 2 cores: make test-all
 def test_the_same_run_submitted_twice_the_second_fails_with_the_lock_line(slurm_env: dict[str, str], tmp_path: Path):
     data = _dataset(tmp_path)
     run_dir = tmp_path / "run"

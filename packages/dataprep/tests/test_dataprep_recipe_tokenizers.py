@@ -142,6 +142,7 @@ def _train_args(server: str, data_dir: Path, local: Path) -> list[str]:
             "output_name=sp", "download_backoff_s=0.01"]
 
 
+@pytest.mark.slow  # several minutes on 2 cores: make test-all
 def test_custom_recipe_trains_sentencepiece_once_for_two_shares(server, tmp_path):
     import sentencepiece
     from megatron.core.datasets.indexed_dataset import IndexedDataset

@@ -23,6 +23,7 @@ def single(dataset, tmp_path_factory):
     return curve(run_dir)
 
 
+@pytest.mark.slow  # several minutes on 2 cores: make test-all
 @pytest.mark.parametrize("layout, banner", [
     (("model.tensor_model_parallel_size=2", "model.sequence_parallel=true"), "× 4 processes (DP 2, TP 2, SP)"),
     (("model.pipeline_model_parallel_size=2",), "× 4 processes (DP 2, TP 1, PP 2 (1F1B))"),
@@ -39,6 +40,7 @@ def test_four_processes_equal_one(dataset, tmp_path, monkeypatch, single, layout
     assert_same_curve(curve(tmp_path / "mesh"), single, range(1, 11))
 
 
+@pytest.mark.slow  # several minutes on 2 cores: make test-all
 def test_interleaved_pp2_dp2_four_processes_equal_one(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     four = ("model.num_layers=4",)  # 2 stages × 2 chunks of one layer each

@@ -192,6 +192,7 @@ def test_kill_9_mid_run_then_resume_matches_the_uninterrupted_run(t5_dataset, tm
 FAST = ("trainer.limit_val_batches=0", "exp_manager.create_checkpoint_callback=false")
 
 
+@pytest.mark.slow  # several minutes on 2 cores: make test-all
 def test_pp2_dp2_four_processes_equal_one(t5_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 4 ranks on 2 cores: one intra-op thread each (as GPT's mesh test)
     pretrain(t5_dataset, tmp_path / "single", *FAST)
@@ -209,6 +210,7 @@ V11 = ("model.position_embedding_type=relative", "model.normalization=rmsnorm", 
        "model.relative_position_bias_self_attention_only=false")
 
 
+@pytest.mark.slow  # several minutes on 2 cores: make test-all
 def test_v11_options_under_tp_sp_and_pp_equal_one_process(t5_dataset, tmp_path):
     pretrain(t5_dataset, tmp_path / "single", *FAST, *V11)
     single = curve(tmp_path / "single")
