@@ -1,8 +1,9 @@
 #!/bin/bash
 # Submit a whole pipeline to Slurm and watch it: a dataprep array (one shard per task) -> finalize
 # -> training [-> conversion to .nemo or Hugging Face, when CONVERT_OUTPUT is set] [-> evaluation with
-# lm-eval tasks, when EVAL_OUTPUT is set] [-> a Triton server, when SERVE_REPOSITORY is set], chained with
-# sbatch --parsable and --dependency=afterok.
+# lm-eval tasks, when EVAL_OUTPUT is set] [-> fine-tuning, when FINETUNE_DIR is set [-> its evaluation, when
+# FINETUNE_EVAL_OUTPUT is set]] [-> a Triton server, when SERVE_REPOSITORY is set], chained with sbatch
+# --parsable and --dependency=afterok.
 # When a stage fails, its dependents are cancelled (scancel, on top of --kill-on-invalid-dep=yes) and
 # the failed stage, array task, exit code and log are named. The same chain trains GPT-3, T5 or mT5: the training config
 # decides (a T5/mT5 config needs a dataset with sentinels, which the t5/ and mt5/ recipes make).
@@ -50,6 +51,14 @@
 #   EVAL_TASKS_PER_NODE  optional  evaluation processes, one per GPU or CPU slot (default: EVAL_GPUS_PER_NODE, else 1)
 #   EVAL_GPUS_PER_NODE   optional  --gpus-per-node of the evaluation job (default: none)
 #   EVAL_CPUS            optional  --cpus-per-task of each evaluation task (default: the template's, 2)
+#   FINETUNE_DIR         optional  add a fine-tuning stage after training (finetune.sbatch): its run directory
+#   FINETUNE_CONFIG      with FINETUNE_DIR  fine-tuning config (t5/squad, mt5/xquad, t5/glue_mnli, t5/custom_task, ...)
+#   FINETUNE_DATA_DIR    optional  the task data (bignlp-dataprep run --config squad/v1.1 ...): the config's ${data_dir}
+#   FINETUNE_OVERRIDES   optional  key.sub=value fine-tuning overrides, space-separated
+#   FINETUNE_NODES, FINETUNE_TASKS_PER_NODE, FINETUNE_GPUS_PER_NODE  optional  its resources (default 1, 1, none)
+#   FINETUNE_EVAL_OUTPUT optional  evaluate the fine-tuned model after it (evaluate.sbatch): the evaluation artifact
+#   FINETUNE_EVAL_COMMAND optional squad (default), xquad, glue or custom
+#   FINETUNE_EVAL_DATA   with FINETUNE_EVAL_OUTPUT  its data (a SQuAD JSON, a task-data directory, a source file)
 #   SERVE_REPOSITORY     optional  add a serving stage after training (serve.sbatch): the trained run exported to this
 #                                  Triton model repository and served until the job is cancelled or times out;
 #                                  the watch counts it done once its endpoints are up (the job keeps serving)
@@ -61,7 +70,8 @@
 #   CONTAINER_IMAGE, CONTAINER_MOUNTS, BIGNLP_VENV and sbatch's own SBATCH_* input variables
 #                        (SBATCH_PARTITION, SBATCH_ACCOUNT, ...) reach every stage.
 #
-# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=[, convert=][, evaluate=][, serve=]);
+# Output: one "stage=JOBID" line per stage on stdout (dataprep=, finalize=, train=[, convert=][, evaluate=]
+# [, finetune=][, finetune-evaluate=][, serve=]);
 # progress and the failure report on stderr. Exit status: 0 every stage completed (with --no-watch: submitted),
 # 1 a stage failed or was cancelled, 2 a bad parameter or a job sbatch refused (nothing is left queued),
 # 130 interrupted while watching (the jobs keep running).
@@ -114,7 +124,7 @@ positive_int TRAIN_NODES "${TRAIN_NODES:=1}"
 [[ -z ${TRAIN_GPUS_PER_NODE:-} ]] || positive_int TRAIN_GPUS_PER_NODE "${TRAIN_GPUS_PER_NODE}"
 positive_int TRAIN_TASKS_PER_NODE "${TRAIN_TASKS_PER_NODE:=${TRAIN_GPUS_PER_NODE:-1}}"
 for name in DATAPREP_CPUS FINALIZE_CPUS TRAIN_CPUS CONVERT_CPUS CONVERT_TP CONVERT_PP EVAL_CPUS EVAL_GPUS_PER_NODE \
-  SERVE_GPUS_PER_NODE; do
+  SERVE_GPUS_PER_NODE FINETUNE_NODES FINETUNE_GPUS_PER_NODE; do
   [[ -z ${!name:-} ]] || positive_int "${name}" "${!name}"
 done
 if [[ -n ${CONVERT_OUTPUT:-} ]]; then
@@ -130,6 +140,21 @@ if [[ -n ${EVAL_OUTPUT:-} ]]; then
   STAGES+=(evaluate)
 elif [[ -n ${EVAL_DATA_DIR:-}${EVAL_TASKS:-}${EVAL_CONFIG:-}${EVAL_TASKS_PER_NODE:-}${EVAL_GPUS_PER_NODE:-} ]]; then
   die "EVAL_DATA_DIR, EVAL_TASKS, EVAL_CONFIG, EVAL_TASKS_PER_NODE and EVAL_GPUS_PER_NODE need EVAL_OUTPUT (the evaluation's output)"
+fi
+if [[ -n ${FINETUNE_DIR:-} ]]; then
+  require FINETUNE_CONFIG "the fine-tuning config (t5/squad, mt5/xquad, t5/glue_mnli, t5/custom_task) or a YAML file"
+  positive_int FINETUNE_TASKS_PER_NODE "${FINETUNE_TASKS_PER_NODE:=${FINETUNE_GPUS_PER_NODE:-1}}"
+  STAGES+=(finetune)
+  if [[ -n ${FINETUNE_EVAL_OUTPUT:-} ]]; then
+    require FINETUNE_EVAL_DATA "the fine-tuned model's evaluation data (a SQuAD JSON, a task-data directory, a source file)"
+    case "${FINETUNE_EVAL_COMMAND:=squad}" in
+      squad|xquad|glue|custom) ;;
+      *) die "FINETUNE_EVAL_COMMAND='${FINETUNE_EVAL_COMMAND}' is none of squad, xquad, glue, custom" ;;
+    esac
+    STAGES+=(finetune-evaluate)
+  fi
+elif [[ -n ${FINETUNE_CONFIG:-}${FINETUNE_EVAL_OUTPUT:-}${FINETUNE_DATA_DIR:-} ]]; then
+  die "FINETUNE_CONFIG, FINETUNE_DATA_DIR and FINETUNE_EVAL_OUTPUT need FINETUNE_DIR (the fine-tuning run directory)"
 fi
 if [[ -n ${SERVE_REPOSITORY:-} ]]; then
   STAGES+=(serve)
@@ -223,6 +248,24 @@ if [[ -n ${EVAL_OUTPUT:-} ]]; then
     "${TEMPLATES}/evaluate.sbatch"
 fi
 
+if [[ -n ${FINETUNE_DIR:-} ]]; then
+  submit finetune "CONFIG=${FINETUNE_CONFIG}" "BASE=${RESULTS_DIR}" "RESULTS_DIR=${FINETUNE_DIR}" \
+    "DATA_DIR=${FINETUNE_DATA_DIR:-}" "OVERRIDES=${FINETUNE_OVERRIDES:-}" -- \
+    --dependency="afterok:${ids[2]}" \
+    --nodes="${FINETUNE_NODES:-1}" \
+    --ntasks-per-node="${FINETUNE_TASKS_PER_NODE}" \
+    ${FINETUNE_GPUS_PER_NODE:+--gpus-per-node="${FINETUNE_GPUS_PER_NODE}"} \
+    --output="${LOG_DIR}/bignlp-finetune-%j.out" \
+    "${TEMPLATES}/finetune.sbatch"
+  if [[ -n ${FINETUNE_EVAL_OUTPUT:-} ]]; then
+    submit finetune-evaluate "COMMAND=${FINETUNE_EVAL_COMMAND}" "CHECKPOINT=${FINETUNE_DIR}" \
+      "DATA=${FINETUNE_EVAL_DATA}" "OUTPUT=${FINETUNE_EVAL_OUTPUT}" -- \
+      --dependency="afterok:${ids[-1]}" \
+      --output="${LOG_DIR}/bignlp-evaluate-%j.out" \
+      "${TEMPLATES}/evaluate.sbatch"
+  fi
+fi
+
 if [[ -n ${SERVE_REPOSITORY:-} ]]; then
   submit serve "CHECKPOINT=${RESULTS_DIR}" "REPOSITORY=${SERVE_REPOSITORY}" "HOST=${SERVE_HOST:-}" -- \
     --dependency="afterok:${ids[2]}" \
@@ -237,7 +280,7 @@ for i in "${!STAGES[@]}"; do
   echo "${STAGES[i]}=${ids[i]}"
 done
 say "submitted dataprep array ${ids[0]} (${NUM_SHARDS} tasks) -> finalize ${ids[1]} -> train ${ids[2]}" \
-  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s))${CONVERT_OUTPUT:+ -> convert ${ids[3]} (${CONVERT_FORMAT:-})}${EVAL_OUTPUT:+ -> evaluate}${SERVE_REPOSITORY:+ -> serve ${ids[-1]}}; logs in ${LOG_DIR}"
+  "(${TRAIN_NODES} node(s) x ${TRAIN_TASKS_PER_NODE} task(s))${CONVERT_OUTPUT:+ -> convert ${ids[3]} (${CONVERT_FORMAT:-})}${EVAL_OUTPUT:+ -> evaluate}${FINETUNE_DIR:+ -> finetune}${FINETUNE_EVAL_OUTPUT:+ -> evaluate}${SERVE_REPOSITORY:+ -> serve ${ids[-1]}}; logs in ${LOG_DIR}"
 (( watch )) || exit 0
 
 # --- watching -------------------------------------------------------------------------------------
@@ -368,5 +411,5 @@ while (( current < ${#STAGES[@]} )); do
   done
   (( current < ${#STAGES[@]} )) && sleep "${WATCH_POLL_S}"
 done
-say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}${CONVERT_OUTPUT:+, converted ${CONVERT_OUTPUT}}${EVAL_OUTPUT:+, evaluation ${EVAL_OUTPUT}}${SERVE_REPOSITORY:+, serving ${SERVE_REPOSITORY} (job ${serve_id:-}: scancel it to stop)}"
+say "all stages completed in $(( SECONDS - started )) s: dataset ${DATA_DIR}, training run ${RESULTS_DIR}${CONVERT_OUTPUT:+, converted ${CONVERT_OUTPUT}}${EVAL_OUTPUT:+, evaluation ${EVAL_OUTPUT}}${FINETUNE_DIR:+, fine-tuned ${FINETUNE_DIR}}${FINETUNE_EVAL_OUTPUT:+ (evaluated in ${FINETUNE_EVAL_OUTPUT})}${SERVE_REPOSITORY:+, serving ${SERVE_REPOSITORY} (job ${serve_id:-}: scancel it to stop)}"
 exit 0

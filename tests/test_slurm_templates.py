@@ -408,3 +408,43 @@ def test_pipeline_serving_stage_is_done_once_its_endpoints_are_up(tmp_path: Path
     assert "serve (job 104): serving, http http://127.0.0.1:8000" in out.stderr
     assert "serving /results/run1/model_repo (job 104: scancel it to stop)" in out.stderr
     assert not _calls(record, "scancel")
+
+
+def test_evaluate_seq2seq_command_runs_one_process_on_its_data(tmp_path: Path):
+    env, out_dir = _template_env("evaluate.sbatch", tmp_path)
+    del env["DATA_DIR"]
+    env.update(COMMAND="squad", DATA="/data/squad_data/v1.1", BATCH_SIZE="32")
+    out, record = _run_template("evaluate.sbatch", tmp_path, **env)
+    assert out.returncode == 0, out.stderr
+    [(argv, _)] = _calls(record, "srun")
+    tool = argv.index("bignlp-evaluate")
+    assert argv[tool + 1:] == ["squad", "--checkpoint", out_dir, "--data", "/data/squad_data/v1.1", "--output",
+                               f"{out_dir}/eval_all", "--batch-size", "32"]
+    assert "--ntasks=1" in argv[:tool]
+    (tmp_path / "again").mkdir()
+    out, record = _run_template("evaluate.sbatch", tmp_path / "again", **{**env, "COMMAND": "bleu"})
+    assert out.returncode == 2 and "COMMAND='bleu'" in out.stderr and not _calls(record, "srun")
+
+
+def test_pipeline_chains_pretraining_finetuning_and_its_evaluation(tmp_path: Path):
+    out, record = _pipeline(tmp_path, TRAIN_CONFIG="t5/tiny-cpu", FINETUNE_DIR="/results/run1/squad",
+                            FINETUNE_CONFIG="t5/squad", FINETUNE_DATA_DIR="/data/squad_data/v1.1",
+                            FINETUNE_OVERRIDES="trainer.max_steps=100", FINETUNE_EVAL_OUTPUT="/results/run1/squad_eval",
+                            FINETUNE_EVAL_DATA="/data/squad_data/v1.1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["dataprep=101", "finalize=102", "train=103", "finetune=104",
+                                       "finetune-evaluate=105"]
+    *_, (finetune, finetune_env), (evaluate, evaluate_env) = _calls(record, "sbatch")
+    assert finetune[:5] == ["--parsable", "--kill-on-invalid-dep=yes", "--dependency=afterok:103", "--nodes=1",
+                            "--ntasks-per-node=1"]
+    assert finetune[-1] == str(REPO / "slurm-templates" / "finetune.sbatch")
+    assert {k: finetune_env[k] for k in ("CONFIG", "BASE", "RESULTS_DIR", "DATA_DIR", "OVERRIDES")} == {
+        "CONFIG": "t5/squad", "BASE": "/results/run1", "RESULTS_DIR": "/results/run1/squad",
+        "DATA_DIR": "/data/squad_data/v1.1", "OVERRIDES": "trainer.max_steps=100"}
+    assert "--dependency=afterok:104" in evaluate and evaluate[-1] == str(REPO / "slurm-templates" / "evaluate.sbatch")
+    assert {k: evaluate_env[k] for k in ("COMMAND", "CHECKPOINT", "DATA", "OUTPUT")} == {
+        "COMMAND": "squad", "CHECKPOINT": "/results/run1/squad", "DATA": "/data/squad_data/v1.1",
+        "OUTPUT": "/results/run1/squad_eval"}
+    (tmp_path / "again").mkdir()
+    out, _ = _pipeline(tmp_path / "again", FINETUNE_DIR="/results/run1/squad")
+    assert out.returncode == 2 and "FINETUNE_CONFIG" in out.stderr and len(out.stderr.strip().splitlines()) == 1
