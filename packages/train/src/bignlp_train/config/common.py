@@ -109,6 +109,18 @@ class CheckpointCallbackParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NemoCheckpointParams(CheckpointCallbackParams):
+    """``checkpoint_callback_params`` of NeMo's fine-tuning and prompt-learning configs: its ``.nemo`` saving
+    and file-naming keys are accepted and unused (checkpoints here are model-checkpoint artifacts)."""
+
+    always_save_nemo: bool = False
+    save_nemo_on_train_end: bool = False
+    filename: str | None = None
+    model_parallel_size: int | None = None
+    save_best_model: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class WandbLoggerKwargs:
     """Where W&B files the run (NeMo's ``exp_manager.wandb_logger_kwargs``)."""
 

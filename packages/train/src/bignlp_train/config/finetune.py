@@ -20,7 +20,7 @@ from bignlp_contracts import ConfigError, from_dict
 from bignlp_contracts.config import apply_overrides, load_yaml, resolve_config_path, resolve_interpolations
 
 from ..affinity import NumaMappingConfig
-from .common import CheckpointCallbackParams, ExpManagerConfig, OptimConfig, RunConfig, SchedConfig, TrainerConfig
+from .common import ExpManagerConfig, NemoCheckpointParams, OptimConfig, RunConfig, SchedConfig, TrainerConfig
 
 FINE_TUNING_DIR = Path(__file__).parent.parent / "configs" / "fine_tuning"
 METRICS = ("exact_string_match", "F1", "accuracy")
@@ -71,19 +71,13 @@ class FinetuneTrainerConfig(TrainerConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneCheckpointParams(CheckpointCallbackParams):
+class FinetuneCheckpointParams(NemoCheckpointParams):
     """Which checkpoints to keep: the best ``save_top_k`` by ``monitor`` (``validation_<metric.name>``
     or ``val_loss``) plus the latest."""
 
     monitor: str = "validation_exact_string_match"  # type: ignore[assignment]
     save_top_k: int = 1
     mode: Literal["min", "max"] = "max"
-    # compatibility: NeMo's .nemo saving and file naming (the checkpoints here are model-checkpoint artifacts)
-    always_save_nemo: bool = False
-    save_nemo_on_train_end: bool = False
-    filename: str | None = None
-    model_parallel_size: int | None = None
-    save_best_model: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,15 @@ from bignlp_contracts import ConfigError, from_dict
 from bignlp_contracts.config import apply_overrides, load_yaml, resolve_config_path, resolve_interpolations
 from bignlp_models.prompt_template import VIRTUAL_PROMPT, template_fields
 
-from .common import CheckpointCallbackParams, ExpManagerConfig, OptimConfig, RunConfig, SchedConfig, TrainerConfig
+from .common import (
+    CheckpointCallbackParams,
+    ExpManagerConfig,
+    NemoCheckpointParams,
+    OptimConfig,
+    RunConfig,
+    SchedConfig,
+    TrainerConfig,
+)
 
 PROMPT_LEARNING_DIR = Path(__file__).parent.parent / "configs" / "prompt_learning"
 STYLES = ("p-tuning", "prompt-tuning")
@@ -203,14 +211,8 @@ class PromptTrainerConfig(TrainerConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PromptCheckpointParams(CheckpointCallbackParams):
+class PromptCheckpointParams(NemoCheckpointParams):
     save_top_k: int = 1  # resume states kept in RUN_DIR/checkpoints (the newest always)
-    # compatibility: NeMo's .nemo saving and file naming
-    save_nemo_on_train_end: bool = False
-    always_save_nemo: bool = False
-    filename: str | None = None
-    model_parallel_size: int | None = None
-    save_best_model: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
