@@ -23,8 +23,8 @@ TRITON_STAMP := $(TRITON_VENV)/.bignlp-triton
 .PHONY: help setup triton-env demo demo-t5 test test-all lint bench dist clean
 
 help: ## list the targets
-	@echo "BigNLP — raw text to a trained GPT, one CLI per stage"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@echo "BigNLP — raw text to a trained, evaluated and served GPT, T5 or mT5; one CLI per stage"
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install every package editable (idempotent)
 
