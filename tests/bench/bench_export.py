@@ -79,7 +79,7 @@ def main() -> None:
         run(BIN / "bignlp-convert", "to-hf", "--checkpoint", checkpoint, "--output", tmp / "hf")
         run(BIN / "bignlp-export", "triton", "--checkpoint", checkpoint, "--output", tmp / "repo",
             "--max-batch-size", "8", f"triton_deployment.num_threads={args.threads}",
-            "triton_deployment.max_queue_delay_microseconds=50000")
+            "triton_deployment.max_queue_delay_microseconds=10000")
         ports = [free_port() for _ in range(3)]
         url = f"127.0.0.1:{ports[0]}"
         serve = subprocess.Popen([str(BIN / "bignlp-export"), "serve", "--repository", str(tmp / "repo"),
