@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from bignlp_contracts import ConfigError, from_dict
-from bignlp_contracts.config import apply_overrides, load_yaml, resolve_config_path, resolve_interpolations
 
 from ..affinity import NumaMappingConfig
 from .common import (
@@ -34,6 +33,7 @@ from .common import (
     TokenizerConfig,
     TrainerConfig,
     WandbLoggerKwargs,
+    config_data,
     parse_max_time,
 )
 from .data import DataConfig, T5DataConfig
@@ -117,13 +117,7 @@ def load_train_config(
 ) -> TrainConfig:
     """Load a shipped config (``gpt3/tiny-cpu``, ``t5/220m``) or a YAML path, then apply ``key.sub=value``
     overrides; a T5 config (see ``family_of_config``) loads as ``T5TrainConfig``."""
-    if name_or_path is None:
-        data: dict[str, Any] = {}
-    elif isinstance(name_or_path, Mapping):
-        data = dict(name_or_path)
-    else:
-        data = load_yaml(resolve_config_path(str(name_or_path), CONFIGS_DIR))
-    data = resolve_interpolations(apply_overrides(data, overrides))
+    data = config_data(name_or_path, overrides, CONFIGS_DIR)
     cls = T5TrainConfig if family_of_config(data) == "t5" else TrainConfig
     return from_dict(cls, data)
 

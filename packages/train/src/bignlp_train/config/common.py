@@ -7,11 +7,13 @@ Lightning's and NeMo's key names (``trainer.max_steps``, ``exp_manager.checkpoin
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bignlp_contracts import ConfigError
+from bignlp_contracts.config import apply_overrides, load_yaml, resolve_config_path, resolve_interpolations
 
 OPTIMIZERS = ("adam", "adamw", "fused_adam", "distributed_fused_adam")
 
@@ -227,3 +229,21 @@ class OptimConfig:
             raise ConfigError(f"model.optim.sched.min_lr={self.sched.min_lr} must lie in [0, model.optim.lr={self.lr}]")
         if (self.sched.warmup_steps or 0) < 0 or self.sched.constant_steps < 0:
             raise ConfigError("model.optim.sched.warmup_steps and constant_steps must be 0 or more")
+
+
+def config_data(name_or_path: str | Path | Mapping[str, Any] | None, overrides: Sequence[str],
+                configs_dir: Path) -> dict[str, Any]:
+    """A config's keys: a shipped name (resolved in ``configs_dir``), a YAML path or a mapping, with
+    ``key.sub=value`` overrides applied and ``${...}`` interpolations resolved (every command's loader)."""
+    if name_or_path is None:
+        data: dict[str, Any] = {}
+    elif isinstance(name_or_path, Mapping):
+        data = dict(name_or_path)
+    else:
+        data = load_yaml(resolve_config_path(str(name_or_path), configs_dir))
+    return resolve_interpolations(apply_overrides(data, overrides))
+
+
+def config_names(configs_dir: Path) -> list[str]:
+    """The shipped configs under ``configs_dir``, as names (``t5/squad``)."""
+    return sorted(str(p.relative_to(configs_dir).with_suffix("")) for p in configs_dir.rglob("*.yaml"))

@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bignlp_contracts import ConfigError, from_dict
-from bignlp_contracts.config import apply_overrides, load_yaml, resolve_config_path, resolve_interpolations
 
 from ..affinity import NumaMappingConfig
-from .common import ExpManagerConfig, NemoCheckpointParams, OptimConfig, RunConfig, SchedConfig, TrainerConfig
+from .common import (
+    ExpManagerConfig,
+    NemoCheckpointParams,
+    OptimConfig,
+    RunConfig,
+    SchedConfig,
+    TrainerConfig,
+    config_data,
+    config_names,
+)
 
 FINE_TUNING_DIR = Path(__file__).parent.parent / "configs" / "fine_tuning"
 METRICS = ("exact_string_match", "F1", "accuracy")
@@ -234,17 +242,11 @@ def load_finetune_config(name_or_path: str | Path | Mapping[str, Any] | None = N
                          overrides: Sequence[str] = ()) -> FinetuneConfig:
     """A shipped fine-tuning config (``t5/squad``, ``mt5/xquad``, resolved in configs/fine_tuning) or a YAML path,
     with ``key.sub=value`` overrides."""
-    if name_or_path is None:
-        data: dict[str, Any] = {}
-    elif isinstance(name_or_path, Mapping):
-        data = dict(name_or_path)
-    else:
-        data = load_yaml(resolve_config_path(str(name_or_path), FINE_TUNING_DIR))
-    return from_dict(FinetuneConfig, resolve_interpolations(apply_overrides(data, overrides)))
+    return from_dict(FinetuneConfig, config_data(name_or_path, overrides, FINE_TUNING_DIR))
 
 
 def shipped_finetune_configs() -> list[str]:
-    return sorted(str(p.relative_to(FINE_TUNING_DIR).with_suffix("")) for p in FINE_TUNING_DIR.rglob("*.yaml"))
+    return config_names(FINE_TUNING_DIR)
 
 
 def effective_train_config(cfg: FinetuneConfig, arch: Any, max_steps: int) -> Any:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bignlp_contracts import ConfigError, from_dict
-from bignlp_contracts.config import apply_overrides, load_yaml, resolve_config_path, resolve_interpolations
 from bignlp_models.prompt_template import VIRTUAL_PROMPT, template_fields
 
 from .common import (
@@ -28,6 +27,8 @@ from .common import (
     RunConfig,
     SchedConfig,
     TrainerConfig,
+    config_data,
+    config_names,
 )
 
 PROMPT_LEARNING_DIR = Path(__file__).parent.parent / "configs" / "prompt_learning"
@@ -245,17 +246,11 @@ def load_prompt_config(name_or_path: str | Path | Mapping[str, Any] | None = Non
                        overrides: Sequence[str] = ()) -> PromptLearnConfig:
     """A shipped config (``gpt3/squad``, ``t5/squad``, ``mt5/squad``: configs/prompt_learning) or a YAML path,
     with ``key.sub=value`` overrides."""
-    if name_or_path is None:
-        data: dict[str, Any] = {}
-    elif isinstance(name_or_path, Mapping):
-        data = dict(name_or_path)
-    else:
-        data = load_yaml(resolve_config_path(str(name_or_path), PROMPT_LEARNING_DIR))
-    return from_dict(PromptLearnConfig, resolve_interpolations(apply_overrides(data, overrides)))
+    return from_dict(PromptLearnConfig, config_data(name_or_path, overrides, PROMPT_LEARNING_DIR))
 
 
 def shipped_prompt_configs() -> list[str]:
-    return sorted(str(p.relative_to(PROMPT_LEARNING_DIR).with_suffix("")) for p in PROMPT_LEARNING_DIR.rglob("*.yaml"))
+    return config_names(PROMPT_LEARNING_DIR)
 
 
 def effective_train_config(cfg: PromptLearnConfig, max_steps: int) -> Any:
