@@ -6,6 +6,7 @@ Lightning's and NeMo's key names (``trainer.max_steps``, ``exp_manager.checkpoin
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,35 @@ class TrainerConfig:
     def max_time_s(self) -> float | None:
         """``max_time`` in seconds, or None for no limit."""
         return None if self.max_time is None else parse_max_time(self.max_time)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochTrainerConfig(TrainerConfig):
+    """The trainer keys of NeMo's task configs; ``max_epochs`` as Lightning: stop after that many passes over
+    train_ds or ``max_steps``, whichever comes first (``max_steps: -1``: epochs alone)."""
+
+    max_steps: int = -1
+    max_epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_steps == -1 and self.max_epochs is None:
+            raise ConfigError("trainer.max_steps=-1 needs trainer.max_epochs", hint="set one of them")
+        saved = self.max_steps
+        if saved == -1:
+            object.__setattr__(self, "max_steps", 1)  # the shared checks, with a placeholder
+        try:
+            super().__post_init__()
+        finally:
+            object.__setattr__(self, "max_steps", saved)
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ConfigError(f"trainer.max_epochs must be at least 1 or null, got {self.max_epochs}")
+
+    def steps_for(self, num_examples: int, global_batch_size: int) -> int:
+        """The run's optimizer steps for ``num_examples`` training examples."""
+        steps = [] if self.max_steps == -1 else [self.max_steps]
+        if self.max_epochs is not None:
+            steps.append(max(1, math.ceil(self.max_epochs * num_examples / global_batch_size)))
+        return min(steps)
 
 
 @dataclass(frozen=True, kw_only=True)

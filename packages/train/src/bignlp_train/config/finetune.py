@@ -10,7 +10,6 @@ architecture, into the ``T5TrainConfig`` the shared loop, parallelism and checkp
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from bignlp_contracts import ConfigError, from_dict
 
 from ..affinity import NumaMappingConfig
 from .common import (
+    EpochTrainerConfig,
     ExpManagerConfig,
     NemoCheckpointParams,
     OptimConfig,
@@ -45,37 +45,13 @@ class FinetuneRunConfig(RunConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneTrainerConfig(TrainerConfig):
-    """The trainer keys; ``max_epochs`` as Lightning: stop after that many passes over train_ds or ``max_steps``,
-    whichever comes first (``max_steps: -1``: epochs alone)."""
+class FinetuneTrainerConfig(EpochTrainerConfig):
+    """The trainer keys (``max_epochs`` with ``max_steps``, as Lightning)."""
 
-    max_steps: int = -1
-    max_epochs: int | None = None
     # Validation examples scored per validation: up to 1.0 a share of each validation file (1.0: all), above 1
     # that many validation_ds global batches; 0 skips validation.
     limit_val_batches: float = 1.0  # type: ignore[assignment]
     limit_test_batches: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_steps == -1:
-            if self.max_epochs is None:
-                raise ConfigError("trainer.max_steps=-1 needs trainer.max_epochs", hint="set one of them")
-            object.__setattr__(self, "max_steps", 1)  # the shared checks, with a placeholder
-            try:
-                super().__post_init__()
-            finally:
-                object.__setattr__(self, "max_steps", -1)
-        else:
-            super().__post_init__()
-        if self.max_epochs is not None and self.max_epochs < 1:
-            raise ConfigError(f"trainer.max_epochs must be at least 1 or null, got {self.max_epochs}")
-
-    def steps_for(self, num_examples: int, global_batch_size: int) -> int:
-        """The run's optimizer steps for ``num_examples`` training examples."""
-        steps = [] if self.max_steps == -1 else [self.max_steps]
-        if self.max_epochs is not None:
-            steps.append(max(1, math.ceil(self.max_epochs * num_examples / global_batch_size)))
-        return min(steps)
 
 
 @dataclass(frozen=True, kw_only=True)

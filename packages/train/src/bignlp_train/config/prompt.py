@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from bignlp_models.prompt_template import VIRTUAL_PROMPT, template_fields
 
 from .common import (
     CheckpointCallbackParams,
+    EpochTrainerConfig,
     ExpManagerConfig,
     NemoCheckpointParams,
     OptimConfig,
@@ -184,31 +184,10 @@ class PromptModelConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PromptTrainerConfig(TrainerConfig):
-    """Lightning's keys; ``max_epochs`` as there: stop after that many passes over train_ds or ``max_steps``,
-    whichever comes first (``max_steps: -1``: epochs alone)."""
+class PromptTrainerConfig(EpochTrainerConfig):
+    """The trainer keys (``max_epochs`` with ``max_steps``, as Lightning)."""
 
-    max_steps: int = -1
     max_epochs: int | None = 3
-
-    def __post_init__(self) -> None:
-        if self.max_steps == -1 and self.max_epochs is None:
-            raise ConfigError("trainer.max_steps=-1 needs trainer.max_epochs", hint="set one of them")
-        saved = self.max_steps
-        if saved == -1:
-            object.__setattr__(self, "max_steps", 1)  # the shared checks, with a placeholder
-        try:
-            super().__post_init__()
-        finally:
-            object.__setattr__(self, "max_steps", saved)
-        if self.max_epochs is not None and self.max_epochs < 1:
-            raise ConfigError(f"trainer.max_epochs must be at least 1 or null, got {self.max_epochs}")
-
-    def steps_for(self, num_examples: int, global_batch_size: int) -> int:
-        steps = [] if self.max_steps == -1 else [self.max_steps]
-        if self.max_epochs is not None:
-            steps.append(max(1, math.ceil(self.max_epochs * num_examples / global_batch_size)))
-        return min(steps)
 
 
 @dataclass(frozen=True, kw_only=True)
