@@ -16,7 +16,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bignlp_contracts import ConfigError, atomic_write_text
+from bignlp_contracts.launch import free_port
 
 from .config import HPToolConfig
 
@@ -51,17 +51,6 @@ def export_command() -> list[str]:
         raise ConfigError("bignlp-export is not installed: the inference search serves the model with it",
                           hint="pip install bignlp-export (or make setup)")
     return [found]
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _run(cmd: list[str], log_path: Path, timeout_s: float) -> tuple[int, str]:
@@ -92,7 +81,7 @@ def measure_point(point: Point, cfg: HPToolConfig, workdir: Path, log) -> None:
     if rc != 0:
         point.status, point.reason = "failed", f"export: {last}"
         return
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = (free_port() for _ in range(3))
     serve_out = out_dir / "serve.out"
     with open(serve_out, "w") as out:
         proc = subprocess.Popen([*tool, "serve", "--repository", str(out_dir / "repo"), "--http-port", str(http),
