@@ -28,6 +28,7 @@ class HardwareOverrides:
     intra_node_gbps: float | None = None  # per-device bandwidth to the other devices of its node, GB/s
     inter_node_gbps: float | None = None  # per-device network bandwidth across nodes, GB/s
     reserved_gb: float | None = None  # memory the runtime takes before the model (context, buffers)
+    memory_gbps: float | None = None  # device memory bandwidth, GB/s (softmax and embedding-gradient traffic)
 
 
 @dataclass(frozen=True, kw_only=True)

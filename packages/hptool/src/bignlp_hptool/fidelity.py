@@ -78,7 +78,7 @@ def load_rows(path: Path = DATA) -> list[Row]:
     for r in csv.DictReader(lines):
         tp, pp, mbs, gbs, nodes = int(r["tp"]), int(r["pp"]), int(r["mbs"]), int(r["gbs"]), int(r["nodes"])
         layout = Layout(tp=tp, pp=pp, dp=nodes * 8 // (tp * pp), mbs=mbs, gbs=gbs, sp=r["sp"] == "true",
-                        recompute=None if r["recompute"] == "none" else r["recompute"])
+                        recompute=None if r["recompute"] == "none" else r["recompute"], optimizer=r["optimizer"])
         rows.append(Row(r["model"], r["size"], nodes, float(r["tokens_per_s"]), int(r["source_line"]), layout))
     return rows
 

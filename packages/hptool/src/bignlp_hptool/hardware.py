@@ -25,17 +25,20 @@ class GPUKind:
     precision: str  # what the search runs train in: bf16 on GPUs, 32 on CPUs
     accelerator: str  # bignlp-train's trainer.accelerator
     work_half: float = 1.0e6  # mbs·s·h/TP at which matrix multiplies reach half the achievable rate (not calibrated)
+    memory_gbps: float = 2039.0  # device memory bandwidth: the rate of memory-bound work (softmax over the vocabulary)
 
 
 GPU_KINDS = {
     # A100 SXM: 312 TFLOP/s bf16, NVLink 3 600 GB/s bidirectional, HDR 200 Gb/s per GPU (DGX A100)
-    "a100-40gb": GPUKind("a100-40gb", 312.0, 300.0, 25.0, 3.0, "bf16", "gpu"),
-    "a100-80gb": GPUKind("a100-80gb", 312.0, 300.0, 25.0, 3.0, "bf16", "gpu"),
+    # HBM2 1555 GB/s (40 GB), HBM2e 2039 GB/s (80 GB)
+    "a100-40gb": GPUKind("a100-40gb", 312.0, 300.0, 25.0, 3.0, "bf16", "gpu", memory_gbps=1555.0),
+    "a100-80gb": GPUKind("a100-80gb", 312.0, 300.0, 25.0, 3.0, "bf16", "gpu", memory_gbps=2039.0),
     # H100/H200 SXM: 989 TFLOP/s bf16, NVLink 4 900 GB/s bidirectional, NDR 400 Gb/s per GPU (DGX H100/H200)
-    "h100-80gb": GPUKind("h100-80gb", 989.0, 450.0, 50.0, 3.0, "bf16", "gpu"),
-    "h200": GPUKind("h200", 989.0, 450.0, 50.0, 3.0, "bf16", "gpu"),
+    # HBM3 3350 GB/s (H100), HBM3e 4800 GB/s (H200)
+    "h100-80gb": GPUKind("h100-80gb", 989.0, 450.0, 50.0, 3.0, "bf16", "gpu", memory_gbps=3350.0),
+    "h200": GPUKind("h200", 989.0, 450.0, 50.0, 3.0, "bf16", "gpu", memory_gbps=4800.0),
     # processes on CPU cores with gloo (tests): fp32, shared-memory "links"
-    "cpu": GPUKind("cpu", 0.1, 2.0, 1.0, 0.0, "32", "cpu", work_half=1.0e3),
+    "cpu": GPUKind("cpu", 0.1, 2.0, 1.0, 0.0, "32", "cpu", work_half=1.0e3, memory_gbps=10.0),
 }
 
 

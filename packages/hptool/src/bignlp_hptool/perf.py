@@ -17,15 +17,19 @@ Memory per GPU (the worst pipeline stage), bytes:
 Step time: model FLOPs (the spec's ``flops_per_token``, plus a recomputed forward: all of a
 layer's FLOPs under full recomputation, attention's s² part under selective) at
 ``compute_efficiency`` × peak, lowered for small matrix multiplies (work per GEMM row block
-``mbs·s·h/TP`` against the kind's ``work_half``); TP adds an all-reduce per block (attention,
+``mbs·rows·h/TP`` against the kind's ``work_half``, rows being T5's s_dec for its decoder-side work);
+memory-bound vocabulary work per micro-batch (the fp32 cross entropy over the logits, the dense
+embedding gradients) at the kind's ``memory_gbps``; TP adds an all-reduce per block (attention,
 cross-attention, MLP) in forward and in backward of every micro-batch (one more recomputed), not
 overlapped; PP adds the 1F1B bubble ``(PP-1)/v`` micro-batch times and a point-to-point send per
-micro-batch and boundary; DP (FSDP2) reduce-scatters fp32 gradients and all-gathers bf16
+micro-batch and boundary; DP (FSDP2, ``optimizer="distributed"``) reduce-scatters fp32 gradients and all-gathers bf16
 parameters once per step, ``dp_exposed`` of which is not hidden (the published runs show it: a
 constant cost per step as nodes grow), and re-gathers the parameters in forward and backward of
 every micro-batch (reshard after forward), assumed hidden behind compute (a variant that let them
-bound the step fitted the GPT rows as well and missed T5 by 55%). Collectives run at
-``comm_efficiency`` × the link: NVLink inside a node, across nodes the GPU's own NIC (each GPU of
+bound the step fitted the GPT rows as well and missed T5 by 55%).
+With ``optimizer="allreduce"`` (the NeMo launcher's T5: replicated fused Adam) the fp32 gradients
+are all-reduced while the last micro-batch's backward runs; what outlasts it is exposed.
+Collectives run at ``comm_efficiency`` × the link: NVLink inside a node, across nodes the GPU's own NIC (each GPU of
 a node is in its own DP group).
 """
 
@@ -46,7 +50,7 @@ class PerfConstants:
 
     compute_efficiency: float = 0.64  # fraction of peak large GEMM-bound layers reach
     comm_efficiency: float = 1.0  # fraction of link bandwidth collectives reach
-    dp_exposed: float = 1.0  # fraction of DP communication not hidden behind compute
+    dp_exposed: float = 0.975  # fraction of DP communication not hidden behind compute
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class Layout:
     sp: bool = False
     recompute: str | None = None  # None, "selective", "full" (block: act_ckpt_layers per stage)
     act_ckpt_layers: int = 0
+    # "distributed": gradients and optimizer state sharded over DP (bignlp-train's FSDP2, the launcher's
+    # GPT-3 distributed Adam); "allreduce": replicated Adam over all-reduced gradients (the launcher's T5)
+    optimizer: str = "distributed"
 
     @property
     def num_micro_batches(self) -> int:
@@ -186,9 +193,40 @@ def _ring(bytes_: float, n: int, bw: float) -> float:
     return 0.0 if n <= 1 else bytes_ * (n - 1) / n / bw
 
 
+# Bytes of memory-bound traffic per logit entry and micro-batch: Megatron's vocabulary-parallel cross
+# entropy on fp32 logits reads and writes the (tokens × vocab/TP) logits about a dozen times in forward
+# and backward (the bias add, the cast to fp32, max, subtract, exp, sum, normalise; scale by the incoming
+# gradient, cast back), ~4 bytes each.
+LOGIT_BYTES = 48.0
+# Bytes per embedding entry and use, per micro-batch: a dense (vocab/TP × h) gradient is written in bf16
+# and accumulated into the fp32 gradient (read bf16, read and write fp32).
+EMBEDDING_GRAD_BYTES = 12.0
+
+
+def _row_parts(shape: ModelShape) -> list[tuple[float, int]]:
+    """(FLOPs per sample, rows per sample its matrix multiplies run over): T5's decoder-side work runs on
+    s_dec rows, a quarter of the encoder's at the seed's 512/128."""
+    if shape.family == "gpt":
+        return [(shape.flops_per_token() * shape.seq_length, shape.seq_length)]
+    from bignlp_models.t5 import flops_per_sample
+
+    enc, dec = flops_per_sample(shape.arch, shape.seq_length, shape.seq_length_dec)
+    return [(enc, shape.seq_length), (dec, shape.seq_length_dec or shape.seq_length)]
+
+
+def _vocab_traffic_s(shape: ModelShape, layout: Layout, kind: GPUKind) -> float:
+    """Seconds of memory-bound vocabulary work per micro-batch: the cross entropy over the logits and the
+    dense embedding gradients (GPT: input embedding and tied head; T5: encoder and decoder inputs, head)."""
+    vocab = pad_vocab(shape.arch.vocab_size, layout.tp) / layout.tp
+    s_out = shape.seq_length_dec or shape.seq_length
+    uses = 2 if shape.family == "gpt" else 3
+    bytes_ = LOGIT_BYTES * layout.mbs * s_out * vocab + EMBEDDING_GRAD_BYTES * uses * vocab * shape.hidden_size
+    return bytes_ / (kind.memory_gbps * 1e9)
+
+
 def predict_step_time(shape: ModelShape, layout: Layout, kind: GPUKind, *, gpus_per_node: int,
                       constants: PerfConstants = PerfConstants()) -> tuple[float, dict]:
-    """Seconds per optimizer step and their parts (``compute``, ``tp``, ``bubble``, ``p2p``, ``dp``)."""
+    """Seconds per optimizer step and their parts (``compute``, ``vocab``, ``tp``, ``bubble``, ``p2p``, ``dp``)."""
     a = shape.arch
     tp, pp, dp, m = layout.tp, layout.pp, layout.dp, layout.num_micro_batches
     h = a.hidden_size
@@ -204,10 +242,16 @@ def predict_step_time(shape: ModelShape, layout: Layout, kind: GPUKind, *, gpus_
         extra = flops_token / 3 * min(1.0, layout.act_ckpt_layers / layers_stage)
     else:
         extra = 0.0
-    work = layout.mbs * s * h / tp
-    eff = constants.compute_efficiency * work / (work + kind.work_half)
     peak = kind.peak_tflops * 1e12
-    t_compute_mb = (flops_token + extra) * tokens_mb / (tp * pp) / (peak * eff)
+
+    def rate(rows: int) -> float:  # FLOP/s of matrix multiplies over ``rows`` rows of width h/TP
+        work = layout.mbs * rows * h / tp
+        return peak * constants.compute_efficiency * work / (work + kind.work_half)
+
+    parts = _row_parts(shape)
+    t_compute_mb = (sum(f * layout.mbs / rate(rows) for f, rows in parts)
+                    + extra * tokens_mb / rate(parts[0][1])) / (tp * pp)
+    t_vocab_mb = _vocab_traffic_s(shape, layout, kind)
     # TP: per block (attention, cross-attention, MLP) one all-reduce forward, one backward, one more recomputed
     blocks = 2 * a.num_layers if shape.family == "gpt" else a.encoder_num_layers * 2 + a.decoder_num_layers * 3
     blocks_stage = blocks / pp
@@ -215,25 +259,32 @@ def predict_step_time(shape: ModelShape, layout: Layout, kind: GPUKind, *, gpus_
     tp_bw = (kind.intra_node_gbps if tp <= gpus_per_node else kind.inter_node_gbps) * 1e9 * constants.comm_efficiency
     ar_bytes = 2.0 * tokens_mb * h
     t_tp_mb = 0.0 if tp == 1 else blocks_stage * per_block * 2 * _ring(ar_bytes, tp, tp_bw)
-    t_mb = t_compute_mb + t_tp_mb
+    t_mb = t_compute_mb + t_vocab_mb + t_tp_mb
     bubble = (pp - 1) / layout.vp * t_mb
     link = kind.intra_node_gbps if tp * pp <= gpus_per_node else kind.inter_node_gbps
     p2p = 0.0 if pp == 1 else m * layout.vp * 2 * (2.0 * tokens_mb * h / (tp if layout.sp else 1)) / (
         link * 1e9 * constants.comm_efficiency)
     t_pipe = m * t_mb + bubble + p2p
-    # DP: once per step a reduce-scatter of fp32 gradients and an all-gather of bf16 parameters (exposed:
-    # dp_exposed of it), and FSDP2's re-gathers in every micro-batch's forward and backward (hidden behind compute)
     params_stage = (shape.num_parameters / pp) / tp
     per_node = max(1, gpus_per_node // (tp * pp))  # ranks of one DP group on a node
     group_nodes = math.ceil(dp / per_node)
     dp_bw = kind.intra_node_gbps if group_nodes <= 1 else kind.inter_node_gbps  # every GPU drives its own NIC
     dp_bw *= 1e9 * constants.comm_efficiency
-    t_dp_once = _ring(6.0 * params_stage, dp, dp_bw)
-    t_dp_overlapped = _ring(4.0 * params_stage * m, dp, dp_bw)
-    step = t_pipe + constants.dp_exposed * t_dp_once  # the re-gathers are assumed hidden
-    return step, {"compute": m * t_compute_mb, "tp": m * t_tp_mb, "bubble": bubble, "p2p": p2p,
-                  "dp_exposed": constants.dp_exposed * t_dp_once,
-                  "dp_overlapped": t_dp_overlapped}
+    if layout.optimizer == "distributed":
+        # FSDP2 / distributed Adam: once per step a reduce-scatter of fp32 gradients and an all-gather of bf16
+        # parameters (exposed: dp_exposed of it), and the re-gathers in every micro-batch's forward and
+        # backward (hidden behind compute)
+        t_dp = constants.dp_exposed * _ring(6.0 * params_stage, dp, dp_bw)
+        t_dp_overlapped = _ring(4.0 * params_stage * m, dp, dp_bw)
+    else:
+        # unsharded Adam (the NeMo launcher's T5/mT5 "fused_adam" with O2): the fp32 gradients are all-reduced
+        # bucket by bucket while the last micro-batch's backward (2/3 of its compute) still runs
+        t_allreduce = 2 * _ring(4.0 * params_stage, dp, dp_bw)
+        t_dp = max(0.0, t_allreduce - 2 / 3 * t_compute_mb)
+        t_dp_overlapped = t_allreduce - t_dp
+    step = t_pipe + t_dp
+    return step, {"compute": m * t_compute_mb, "vocab": m * t_vocab_mb, "tp": m * t_tp_mb, "bubble": bubble,
+                  "p2p": p2p, "dp_exposed": t_dp, "dp_overlapped": t_dp_overlapped}
 
 
 def predict(shape: ModelShape, layout: Layout, kind: GPUKind, *, gpus_per_node: int,

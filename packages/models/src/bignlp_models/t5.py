@@ -467,14 +467,15 @@ def count_parameters(cfg: T5Config) -> int:
     return embeddings + encoder + decoder + 2 * norm + head
 
 
-def flops_per_token(cfg: T5Config, seq_length: int, seq_length_dec: int | None = None) -> float:
-    """Model FLOPs per *encoder* token, forward + backward (6 per weight and token, 12·a per query-key pair of
-    an attention's QKᵀ and scores·V, a = heads × kv_channels).
+def flops_per_sample(cfg: T5Config, seq_length: int, seq_length_dec: int | None = None) -> tuple[float, float]:
+    """Model FLOPs of one sample, forward + backward, as (over encoder rows, over decoder rows): the
+    matrix multiplies whose rows are the s_e encoder tokens (the encoder, the decoder's cross-attention
+    key/value projection, the encoder's attention) and those whose rows are the s_d decoder tokens
+    (the rest of the decoder, its attention, the output layer). A performance model runs the second
+    kind on s_e/s_d times fewer rows, at a lower rate.
 
-    Per sample: the encoder's matmuls over s_enc tokens, the decoder's over s_dec tokens (cross-attention's
-    key/value projection over s_enc), attention's QKᵀ and scores·V over the full squares (s_enc² encoder,
-    s_dec² decoder self, s_dec·s_enc cross), and the output layer over s_dec; divided by s_enc, since the
-    progress line counts a sample as ``seq_length`` (encoder) tokens.
+    6 per weight and token, 12·a per query-key pair of an attention's QKᵀ and scores·V
+    (a = heads × kv_channels), over the full squares (s_e² encoder, s_d² decoder self, s_d·s_e cross).
     """
     s_e = seq_length
     s_d = seq_length_dec or seq_length
@@ -484,9 +485,15 @@ def flops_per_token(cfg: T5Config, seq_length: int, seq_length_dec: int | None =
     # self-attention, cross-attention's query and output projections, MLP
     dec_weights_per_dec_token = ld * (4 * h * a + 2 * h * a + (g + 1) * h * cfg.decoder_ffn_hidden_size)
     dec_cross_kv_per_enc_token = ld * 2 * h * a
-    matmuls = s_e * (enc_weights + dec_cross_kv_per_enc_token) + s_d * (dec_weights_per_dec_token + cfg.vocab_size * h)
-    attention = 12 * a * (le * s_e * s_e + ld * (s_d * s_d + s_d * s_e))
-    return (6.0 * matmuls + attention) / s_e
+    encoder_rows = 6.0 * s_e * (enc_weights + dec_cross_kv_per_enc_token) + 12 * a * le * s_e * s_e
+    decoder_rows = 6.0 * s_d * (dec_weights_per_dec_token + cfg.vocab_size * h) + 12 * a * ld * (s_d * s_d + s_d * s_e)
+    return encoder_rows, decoder_rows
+
+
+def flops_per_token(cfg: T5Config, seq_length: int, seq_length_dec: int | None = None) -> float:
+    """Model FLOPs per *encoder* token, forward + backward: ``flops_per_sample`` divided by s_e, since the
+    progress line counts a sample as ``seq_length`` (encoder) tokens."""
+    return sum(flops_per_sample(cfg, seq_length, seq_length_dec)) / seq_length
 
 
 def activation_bytes_per_layer(cfg: T5Config, *, seq_length: int, micro_batch_size: int,
