@@ -165,15 +165,20 @@ def finetune(ctx: click.Context, config_name: str, nproc_per_node: int, override
 @click.option("--config", "config_name", required=True, metavar="NAME_OR_PATH",
               help="shipped prompt-learning config (gpt3/squad, t5/squad, mt5/squad; configs/prompt_learning) or a "
               "path to a YAML file.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="start this many local worker processes (world size = TP × PP × DP; TP/PP for a GPT base only); "
+              "leave at 1 under torchrun or srun.")
 @_overrides_argument
 @click.pass_context
-def prompt_learn(ctx: click.Context, config_name: str, overrides: tuple[str, ...]) -> None:
+def prompt_learn(ctx: click.Context, config_name: str, nproc_per_node: int, overrides: tuple[str, ...]) -> None:
     """Learn virtual prompts (p-tuning or prompt tuning) for new tasks on a frozen GPT, T5 or mT5.
 
     The base (model.language_model_path, a model-checkpoint or run directory) never changes; only the
     prompts of model.new_tasks train. With model.restore_path (an earlier prompt checkpoint learned on the
     same base) its tasks are kept bit for bit. Writes RUN_DIR/prompt_checkpoint (a prompt-checkpoint
     artifact), resume points under RUN_DIR/checkpoints/ and RUN_DIR/metrics.jsonl; the same command resumes.
+    Several processes split each global batch (data parallelism); a GPT base can also be split with
+    model.tensor_model_parallel_size / model.pipeline_model_parallel_size, as in pretraining.
 
     Example:
 
@@ -184,12 +189,29 @@ def prompt_learn(ctx: click.Context, config_name: str, overrides: tuple[str, ...
         model.data.validation_ds=[data/squad/prompt/validation.jsonl] \\
         exp_manager.explicit_log_dir=results/gpt3_126m/prompt_learning_squad
     """
+    if nproc_per_node > 1 and discover_run_env().is_distributed:
+        raise click.UsageError("--nproc-per-node starts workers itself; under torchrun or srun leave it at 1")
     with exit_on_error(PROG):
         from .config.prompt import load_prompt_config
+        from .prompt_learning import plan_prompt_learn
         from .prompt_learning import prompt_learn as run_prompt_learn
 
         cfg = load_prompt_config(config_name, overrides)
+        if nproc_per_node > 1:
+            plan = plan_prompt_learn(cfg, nproc_per_node)  # one error line here rather than one per worker
+            from bignlp_contracts import probe_run_lock
+
+            from .launch import launch_local
+            from .rundir import BUSY_HINT
+
+            probe_run_lock(plan.run_dir, hint=BUSY_HINT)
+            argv = [sys.executable, "-m", "bignlp_train", "prompt-learn", "--config", config_name, *overrides]
+            ctx.exit(launch_local(argv, nproc_per_node))
         result = run_prompt_learn(cfg, log=lambda line: click.echo(line))
+    if result.rank != 0:
+        if result.stopped_early:
+            ctx.exit(RetryableError.exit_code)
+        return
     after = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     click.echo(f"validation loss after training: {after} (step {result.step}/{result.max_steps})")
     click.echo(f"run dir: {result.run_dir}")

@@ -59,7 +59,11 @@ class DataParallel:
 
 
 class Task(Protocol):
-    """What one kind of training plugs into the loop."""
+    """What one kind of training plugs into the loop.
+
+    Optional: ``reduce_gradients()``, called after a step's backward and before clipping, for a task whose
+    trainable parameters are replicated outside FSDP (prompt learning averages its prompts' over the ranks).
+    """
 
     def train_batches(self, consumed_samples: int, num_samples: int) -> Iterator[dict]:
         """This rank's training micro-batches from ``consumed_samples`` on, ``num_samples`` (all ranks) in all."""
@@ -115,8 +119,6 @@ def train_step(task: Task, parts: list[nn.Module], optimizer: Optimizers, batche
     n = num_micro_batches
     if pipeline is not None:
         loss_sum = pipeline.train_step(task.pipeline_batch([next(batches) for _ in range(n)]))
-        grad_norm = clip_grad_norm_(parameters(parts), clip, pipeline_group=pipeline.pp_group,
-                                    uncounted=pipeline.tied_copy).item()
     else:
         model = parts[0]  # without a pipeline: the whole model
         sync = getattr(model, "set_requires_gradient_sync", None)  # an FSDP root: reduce on the last only
@@ -128,6 +130,13 @@ def train_step(task: Task, parts: list[nn.Module], optimizer: Optimizers, batche
                 loss = task.loss(model, next(batches))
                 (loss / n).backward()
             loss_sum += loss.detach()
+    reduce = getattr(task, "reduce_gradients", None)  # a task's parameters outside FSDP (prompt learning's)
+    if reduce is not None:
+        reduce()
+    if pipeline is not None:
+        grad_norm = clip_grad_norm_(parameters(parts), clip, pipeline_group=pipeline.pp_group,
+                                    uncounted=pipeline.tied_copy).item()
+    else:
         grad_norm = clip_grad_norm_(parameters(parts), clip).item()  # global: the same on every rank
     mean_loss = dp.mean(loss_sum, n)
     if math.isfinite(mean_loss) and math.isfinite(grad_norm):  # else the caller stops the run: no update

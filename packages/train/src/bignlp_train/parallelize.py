@@ -217,6 +217,7 @@ def clip_grad_norm_(parameters: Iterable[nn.Parameter], max_norm: float, *,
     gradient equals the first stage's) is clipped but not counted twice.
     """
     skip = {id(p) for p in uncounted}
+    parameters = list(parameters)
     groups: dict[object, list[nn.Parameter]] = {}
     for p in parameters:
         if p.grad is not None:
@@ -228,7 +229,9 @@ def clip_grad_norm_(parameters: Iterable[nn.Parameter], max_norm: float, *,
             continue
         norm = torch.nn.utils.get_total_norm(counted)
         norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
-    total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    # no gradient here (a pipeline stage without trainable parameters): zero, on the parameters' device for NCCL
+    total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(
+        (), device=parameters[0].device if parameters else None)
     if pipeline_group is not None:
         squared = total.pow(2)
         dist.all_reduce(squared, group=pipeline_group)

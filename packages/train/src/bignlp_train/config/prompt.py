@@ -118,8 +118,8 @@ class PromptModelConfig:
     seed: int = 1234
     nemo_path: str | None = None  # compatibility: the output is RUN_DIR/prompt_checkpoint
     virtual_prompt_style: str = "p-tuning"
-    tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1
+    tensor_model_parallel_size: int = 1  # a GPT base split as pretraining splits it; T5/mT5: 1
+    pipeline_model_parallel_size: int = 1  # GPT only; the prompts live on the first stage
     global_batch_size: int = 8
     micro_batch_size: int = 4
     restore_path: str | None = None  # an existing prompt-checkpoint: its tasks are kept as they are
@@ -140,10 +140,9 @@ class PromptModelConfig:
             close = difflib.get_close_matches(self.virtual_prompt_style.replace("_", "-"), STYLES, n=1)
             raise ConfigError(f"model.virtual_prompt_style={self.virtual_prompt_style!r} is not supported",
                               hint=f"use {close[0]}" if close else f"use one of {', '.join(STYLES)}")
-        if self.tensor_model_parallel_size != 1 or self.pipeline_model_parallel_size != 1:
-            raise ConfigError("model.tensor_model_parallel_size/pipeline_model_parallel_size: prompt learning runs in "
-                              "one process for now (the base is frozen; only the prompts train)",
-                              hint="set both to 1; a base trained with TP/PP loads whole (load_model)")
+        for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be at least 1, got {getattr(self, key)}")
         if self.micro_batch_size < 1 or self.global_batch_size % self.micro_batch_size:
             raise ConfigError(f"model.global_batch_size={self.global_batch_size} must be a positive multiple of "
                               f"model.micro_batch_size={self.micro_batch_size}")
