@@ -1,8 +1,9 @@
-"""bignlp-hptool's inference search against the real Triton server: 2 batch sizes x 2 instance counts.
+"""bignlp-hptool's inference search against the real Triton server: 2 batch sizes x 2 instance counts x PP 1, 2.
 
 Each point is exported with ``bignlp-export triton``, served on free ports of 127.0.0.1 by ``bignlp-export
 serve`` (stopped by its PID), and measured with ``bignlp-export bench``; the CSV ranks the points within
-the latency limit by throughput. TP = 2 is in the grid to show it is recorded, not measured.
+the latency limit by throughput. PP = 2 spreads each instance's layers over two devices (here both the CPU);
+TP = 2 is in the grid to show it is recorded, not measured.
 """
 
 from __future__ import annotations
@@ -30,21 +31,24 @@ def test_inference_search_writes_its_csv(tmp_path: Path):
     cmd = [console_script("bignlp-hptool"), "run", "--config", "gpt3/tiny-cpu", "run_training_hp_search=false",
            "run_inference_hp_search=true", f"inference_settings.checkpoint={ckpt}",
            "inference_settings.max_batch_sizes=[1,2]", "inference_settings.instance_counts=[1,2]",
-           "inference_settings.tensor_parallel_sizes=[1,2]", "inference_settings.input_seq_len=16",
+           "inference_settings.tensor_parallel_sizes=[1,2]", "inference_settings.pipeline_parallel_sizes=[1,2]",
+           "inference_settings.input_seq_len=16",
            "inference_settings.output_seq_len=8", "inference_settings.requests_per_point=2",
            "inference_settings.max_latency_ms=60000", f"train_settings.logs={logs}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = list(csv.DictReader((logs / "inference" / "final_summary.csv").open()))
     measured = [r for r in rows if r["Status"] == "measured"]
-    assert sorted((r["Max Batch Size"], r["Instances"]) for r in measured) == [("1", "1"), ("1", "2"), ("2", "1"),
-                                                                               ("2", "2")], rows
+    assert sorted((r["PP"], r["Max Batch Size"], r["Instances"]) for r in measured) == [
+        (pp, b, k) for pp in "12" for b in "12" for k in "12"], rows
     for r in measured:
         assert float(r["Latency p90 (ms)"]) > 0 and float(r["Tokens per Second"]) > 0 and r["Within Latency"] == "True"
     skipped = [r for r in rows if r["TP"] == "2"]
-    assert len(skipped) == 4 and all(r["Status"] == "not-measured" for r in skipped)
+    assert len(skipped) == 8 and all(r["Status"] == "not-measured" for r in skipped)
     tokens = [float(r["Tokens per Second per GPU"]) for r in measured]
     assert tokens == sorted(tokens, reverse=True)  # ranked by throughput
-    assert "top 4 within" in (logs / "inference" / "top_10_configs.log").read_text()
+    assert "top 8 within" in (logs / "inference" / "top_10_configs.log").read_text()
     for point in (logs / "inference").glob("tp1_*"):  # every server was stopped through serve's SIGTERM path
         assert "stopped" in (point / "serve.out").read_text(), point
+    spread = (logs / "inference" / "tp1_pp2_bs1_i1" / "repo" / "gpt" / "config.pbtxt").read_text()
+    assert 'key: "devices_per_instance" value: { string_value: "2" }' in spread

@@ -68,9 +68,12 @@ def main() -> None:
 @click.option("--instance-kind", type=click.Choice(["auto", "cpu", "gpu"]), default=None,
               help="auto: an instance takes a GPU when torch sees one, else runs on the CPU "
                    "[default: triton_deployment.instance_kind, auto].")
+@click.option("--pipeline-parallel", type=click.IntRange(min=1), default=None,
+              help="devices each instance spreads the model's layers over, in order (a model larger than one "
+                   "device; on the CPU all on the CPU) [default: triton_deployment.pipeline_model_parallel_size, 1].")
 @click.argument("overrides", nargs=-1, metavar="[KEY.SUB=VALUE]...")
 def triton_command(config_name, checkpoint, output, model_name, max_batch_size, data_type, weight_data_type,
-                   instances, instance_kind, overrides) -> None:
+                   instances, instance_kind, pipeline_parallel, overrides) -> None:
     """Write a Triton model repository for a checkpoint (GPT, T5 or mT5).
 
     Models: preprocessing (text → ids), NAME (generation with a KV cache, Python backend), NAME_stream
@@ -103,6 +106,7 @@ def triton_command(config_name, checkpoint, output, model_name, max_batch_size, 
             max_batch_size=max_batch_size or t.max_batch_size,
             data_type=data_type or t.data_type, weight_data_type=weight_data_type or cfg.model.weight_data_type,
             instances=instances or t.instances, instance_kind=instance_kind or t.instance_kind,
+            pipeline_parallel=pipeline_parallel or t.pipeline_model_parallel_size,
             max_queue_delay_us=t.max_queue_delay_microseconds, num_threads=t.num_threads, config=to_dict(cfg),
             expected_family=cfg.run.model_type, log=_log)
         click.echo(f"{output}  ({manifest.summary['family']}: models {', '.join(manifest.summary['models'])})")

@@ -52,7 +52,7 @@ class TritonDeploymentConfig:
 
     triton_model_dir: str | None = None
     max_batch_size: int = 8
-    pipeline_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1  # devices an instance spreads the layers over (layer-wise placement)
     int8_mode: bool = False
     enable_custom_all_reduce: bool = False  # FasterTransformer's; unused
     data_type: str = "fp32"  # fp32|fp16|bf16: the dtype the model runs in
@@ -102,11 +102,14 @@ def load_export_config(source: str | os.PathLike | None, overrides: Sequence[str
     """A shipped config name (``gpt3/export_gpt3``), a YAML path, or nothing; then ``key.sub=value`` overrides."""
     cfg = load_config(ExportConfig, source, overrides, builtin_dir=CONFIGS_DIR, section="export")
     m, t = cfg.model, cfg.triton_deployment
-    if m.tensor_model_parallel_size != 1 or t.pipeline_model_parallel_size != 1:
-        raise ConfigError(f"model.tensor_model_parallel_size={m.tensor_model_parallel_size}, "
-                          f"triton_deployment.pipeline_model_parallel_size={t.pipeline_model_parallel_size}: "
-                          "the Python backend runs each instance on one device; set both to 1",
-                          hint="serve a larger model with more memory per device, or several instances")
+    if m.tensor_model_parallel_size != 1:
+        raise ConfigError(f"model.tensor_model_parallel_size={m.tensor_model_parallel_size}: an instance does not "
+                          "split its matrices over devices (no process group inside Triton's Python backend)",
+                          hint="set it to 1; triton_deployment.pipeline_model_parallel_size=N spreads the layers "
+                               "over N devices instead")
+    if t.pipeline_model_parallel_size < 1:
+        raise ConfigError(f"triton_deployment.pipeline_model_parallel_size={t.pipeline_model_parallel_size}: "
+                          "must be at least 1 (devices per instance)")
     if t.int8_mode:
         raise ConfigError("triton_deployment.int8_mode=true: int8 weights are not supported; use data_type fp16/bf16")
     if t.data_type not in DTYPES or (m.weight_data_type is not None and m.weight_data_type not in DTYPES):

@@ -40,6 +40,7 @@ class Settings:
     instance_kind: str  # KIND_CPU, KIND_GPU or KIND_MODEL
     data_type: str
     num_threads: int
+    devices_per_instance: int = 1
 
 
 def _inputs(items) -> str:
@@ -93,7 +94,8 @@ def generator_config(name: str, s: Settings, checkpoint: str, *, decoupled: bool
              + ("streamed: one response per generated step (decoupled, gRPC)" if decoupled else "one response"))
     head, tail = _python_model(name, s, instances=s.instances, kind=s.instance_kind, decoupled=decoupled)
     return (_doc(title, inputs, TOKEN_OUTPUTS) + head + _inputs(inputs) + _outputs(TOKEN_OUTPUTS) + tail
-            + _parameters({"checkpoint": checkpoint, "data_type": s.data_type, "num_threads": str(s.num_threads)}))
+            + _parameters({"checkpoint": checkpoint, "data_type": s.data_type, "num_threads": str(s.num_threads),
+                           "devices_per_instance": str(s.devices_per_instance)}))
 
 
 def ensemble_config(name: str, model: str, s: Settings, *, streaming: bool) -> str:

@@ -45,7 +45,8 @@ INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_MODEL"}
 
 def export_repository(checkpoint: str | Path, output: str | Path, *, model_name: str | None = None,
                       max_batch_size: int = 8, data_type: str = "fp32", weight_data_type: str | None = None,
-                      instances: int = 1, instance_kind: str = "cpu", max_queue_delay_us: int = 5000,
+                      instances: int = 1, instance_kind: str = "cpu", pipeline_parallel: int = 1,
+                      max_queue_delay_us: int = 5000,
                       num_threads: int = 0, config: dict[str, Any] | None = None, expected_family: str | None = None,
                       log: Callable[[str], None] = lambda _: None) -> Manifest:
     """Write the repository for ``checkpoint`` (a checkpoint or a run directory: its latest) at ``output``.
@@ -53,7 +54,9 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
     ``data_type``: the dtype the model runs in; ``weight_data_type``: the dtype the repository
     stores (default: as the checkpoint). ``expected_family``: the launcher's run.model_type (gpt3, t5, mt5),
     checked when given. ``instance_kind``: cpu, gpu, or auto (the instance takes
-    a GPU when torch sees one). Raises ArtifactError (one line naming the file) for a checkpoint that
+    a GPU when torch sees one). ``pipeline_parallel``: devices each instance spreads the layers over
+    (``bignlp_models.placement``; GPU instance on device d takes d, d+1, ... modulo the devices it sees).
+    Raises ArtifactError (one line naming the file) for a checkpoint that
     is incomplete or of an unknown family, ConfigError for options out of range.
     """
     import torch
@@ -64,8 +67,9 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
     output = Path(output)
     if data_type not in DTYPES or (weight_data_type or "fp32") not in DTYPES:
         raise ConfigError(f"data type {data_type}/{weight_data_type}: expected one of {', '.join(DTYPES)}")
-    if max_batch_size < 1 or instances < 1:
-        raise ConfigError(f"max_batch_size={max_batch_size}, instances={instances}: both must be at least 1")
+    if max_batch_size < 1 or instances < 1 or pipeline_parallel < 1:
+        raise ConfigError(f"max_batch_size={max_batch_size}, instances={instances}, pipeline_parallel="
+                          f"{pipeline_parallel}: each must be at least 1")
     if instance_kind not in INSTANCE_KINDS:
         raise ConfigError(f"instance kind {instance_kind!r}: expected one of {', '.join(INSTANCE_KINDS)}")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -90,7 +94,7 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
     tokenizer = tokenizer_from_summary(manifest.summary["tokenizer"], reader.path)
     settings = Settings(model_name=name, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                         instances=instances, instance_kind=INSTANCE_KINDS[instance_kind], data_type=data_type,
-                        num_threads=num_threads)
+                        num_threads=num_threads, devices_per_instance=pipeline_parallel)
     producer = Producer("bignlp-export", __version__)
     with atomic_directory(output) as tmp:
         save_model_checkpoint(tmp / name / "1" / "checkpoint", family=reader.family, config=padded, state_dict=state,
@@ -124,6 +128,7 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
                      "models": sorted([*models, "ensemble", "ensemble_stream"]), "max_batch_size": max_batch_size,
                      "data_type": data_type, "weight_data_type": weight_data_type or "as checkpoint",
                      "instances": instances, "instance_kind": instance_kind,
+                     "pipeline_model_parallel_size": pipeline_parallel,
                      "max_position_embeddings": int(getattr(padded, "max_position_embeddings", 0) or 0),
                      "checkpoint": f"{name}/1/checkpoint"})
     log(f"wrote {output} (models: {', '.join(written.summary['models'])})")

@@ -4,8 +4,9 @@ For every maximum batch size (``inference_settings.max_batch_sizes``) and instan
 ``inference_settings.instance_counts``) the checkpoint is exported (``bignlp-export triton``), served on
 free local ports (``bignlp-export serve``), measured with ``bignlp-export bench`` at ``input_seq_len`` /
 ``output_seq_len`` with as many concurrent clients as instances, each sending full batches, and the
-server is stopped (SIGTERM to its PID). Tensor and pipeline parallel sizes other than 1 are recorded as
-not measured: the served model runs each instance on one device. A point within ``max_latency_ms``
+server is stopped (SIGTERM to its PID). A pipeline parallel size PP is served with each instance's layers
+spread over PP devices (``bignlp-export triton --pipeline-parallel``); tensor parallel sizes other than 1
+are recorded as not measured: an instance does not split its matrices over devices. A point within ``max_latency_ms``
 (p90) is admissible; the CSV ranks those by throughput per GPU (instances share one machine here).
 The tool runs the export stage as commands; it never imports it.
 """
@@ -76,7 +77,8 @@ def measure_point(point: Point, cfg: HPToolConfig, workdir: Path, log) -> None:
     log_path = out_dir / "search.log"
     tool = export_command()
     rc, last = _run([*tool, "triton", "--checkpoint", str(s.checkpoint), "--output", str(out_dir / "repo"),
-                     "--max-batch-size", str(point.max_batch_size), "--instances", str(point.instances)],
+                     "--max-batch-size", str(point.max_batch_size), "--instances", str(point.instances),
+                     "--pipeline-parallel", str(point.pp)],
                     log_path, 600)
     if rc != 0:
         point.status, point.reason = "failed", f"export: {last}"
@@ -130,8 +132,8 @@ def run_inference_search(cfg: HPToolConfig, logs: Path, log) -> dict:
     log(f"inference search: {len(points)} points ({s.input_seq_len} in / {s.output_seq_len} out, "
         f"latency limit {s.max_latency_ms:g} ms) in {root}")
     for p in points:
-        if p.tp != 1 or p.pp != 1:
-            p.status, p.reason = "not-measured", "the served model runs each instance on one device (TP = PP = 1)"
+        if p.tp != 1:
+            p.status, p.reason = "not-measured", "a served instance does not split its matrices over devices (TP 1)"
             continue
         measure_point(p, cfg, root, log)
         log(f"  tp{p.tp}_pp{p.pp}_bs{p.max_batch_size}_i{p.instances}: {p.status}"

@@ -58,12 +58,16 @@ class TritonPythonModel:
         if threads > 0:
             torch.set_num_threads(threads)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
-        device = "cpu"
+        # the instance's devices: its own, then the next ones when its layers are spread over several
+        spread = int(params.get("devices_per_instance", "1") or 1)
+        devices = ["cpu"] * spread
         if torch.cuda.is_available() and args.get("model_instance_kind") in ("GPU", "MODEL"):
-            device = f"cuda:{int(args.get('model_instance_device_id') or 0)}"
-        self.loaded = load_model(checkpoint_dir(args, params), device=device, dtype=DTYPES[params["data_type"]],
-                                 verify=params.get("verify", "size"))
-        self.model, self.device = self.loaded.model, torch.device(device)
+            first, count = int(args.get("model_instance_device_id") or 0), torch.cuda.device_count()
+            devices = [f"cuda:{(first + i) % count}" for i in range(spread)]
+        self.loaded = load_model(checkpoint_dir(args, params), dtype=DTYPES[params["data_type"]],
+                                 verify=params.get("verify", "size"),
+                                 **({"device": devices[0]} if spread == 1 else {"devices": devices}))
+        self.model, self.device = self.loaded.model, torch.device(devices[0])
         tok = self.loaded.tokenizer
         if self.loaded.family.name == "gpt":
             self.end_id, self.pad_id, self.start_id = tok.eod_id, tok.eod_id, None
