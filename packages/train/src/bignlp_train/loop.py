@@ -29,6 +29,7 @@ from bignlp_contracts import BigNLPError
 
 from .checkpoint import TrainState
 from .config import TrainConfig
+from .memory import measure_step, record_memory
 from .optim import Optimizers, lr_at, set_lr
 from .parallelize import clip_grad_norm_
 from .pipeline import Pipeline
@@ -170,9 +171,11 @@ def run_loop(task: Task, cfg: TrainConfig, *, parts: list[nn.Module], optimizer:
         while state.step < trainer.max_steps:
             lr = lr_at(state.step, cfg)
             set_lr(optimizer, lr)
-            train_loss, grad_norm = train_step(task, parts, optimizer, batches,
-                                               num_micro_batches=cfg.model.num_micro_batches // dp.size, clip=clip,
-                                               device=device, dp=dp, pipeline=pipeline, loss_context=loss_context)
+            with measure_step(parts, optimizer, device, enabled=state.step + 1 == trainer.memory_step) as memory:
+                train_loss, grad_norm = train_step(task, parts, optimizer, batches,
+                                                   num_micro_batches=cfg.model.num_micro_batches // dp.size,
+                                                   clip=clip, device=device, dp=dp, pipeline=pipeline,
+                                                   loss_context=loss_context)
             if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
                 progress.record("diverged", step=state.step + 1, loss=train_loss, grad_norm=grad_norm, lr=lr)
                 raise _diverged(state.step + 1, train_loss, grad_norm, lr, latest, trainer.precision_name)
@@ -181,6 +184,9 @@ def run_loop(task: Task, cfg: TrainConfig, *, parts: list[nn.Module], optimizer:
             if state.step % trainer.log_every_n_steps == 0 or state.step in (first_step, trainer.max_steps):
                 progress.train_step(state.step, loss=train_loss, lr=lr, grad_norm=grad_norm,
                                     consumed_samples=state.consumed_samples)
+            if memory is not None and memory.result is not None:  # every rank: the records gather all ranks
+                record_memory(progress, state.step, memory.result, distributed=mesh is not None)
+                progress.pause()  # the gather is not step time
             time_up = trainer.max_time_s is not None and time.monotonic() - started >= trainer.max_time_s
             reason = _rank0_decides(stop.received or (-1 if time_up else 0), mesh)  # signal number, -1: time, 0: go on
             stopped_by_time = reason == -1

@@ -54,6 +54,7 @@ class TrainerConfig:
     limit_test_batches: int = 0  # global batches of the test split scored at the end (0: skip)
     accumulate_grad_batches: int = 1  # must be 1: accumulation follows from the batch sizes
     gradient_clip_val: float = 1.0  # max global grad norm; 0 disables clipping
+    memory_step: int = 2  # the optimizer step whose per-rank memory metrics.jsonl records (memory.py); 0: none
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1 or self.devices < 1:
@@ -75,6 +76,8 @@ class TrainerConfig:
                 "model.global_batch_size / model.micro_batch_size",
                 hint="raise model.global_batch_size instead",
             )
+        if self.memory_step < 0:
+            raise ConfigError(f"trainer.memory_step must be 0 (off) or a step, got {self.memory_step}")
         if self.gradient_clip_val < 0:
             raise ConfigError(f"trainer.gradient_clip_val must be 0 or more, got {self.gradient_clip_val}")
         if self.max_time is not None:
