@@ -114,3 +114,76 @@ def test_gpt_checkpoint_refused(tmp_path):
                   "--device", "cpu")
     assert result.exit_code != 0 and "holds a gpt model" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "e").exists()
+
+
+# SQuAD v2.0's official evaluation, written from its published description: as v1.1, but a gold answer that
+# normalises to nothing is dropped, an unanswerable question's gold is the empty answer, and F1 against or of an
+# empty answer is 1 when both are empty, else 0.
+def _official_v2(predictions: list[str], answers: list[list[str]]) -> dict[str, float]:
+    def f1(p: str, g: str) -> float:
+        pt, gt = _normalise(p).split(), _normalise(g).split()
+        return float(pt == gt) if not pt or not gt else _f1(p, g)
+
+    em_all, f1_all = [], []
+    for p, golds in zip(predictions, answers):
+        golds = [g for g in golds if _normalise(g)] or [""]
+        em_all.append(max(float(_normalise(p) == _normalise(g)) for g in golds))
+        f1_all.append(max(f1(p, g) for g in golds))
+    return {"exact_match": 100.0 * sum(em_all) / len(em_all), "f1": 100.0 * sum(f1_all) / len(f1_all)}
+
+
+def _v2_file(path: Path) -> Path:
+    """The shipped v1.1 slice with every third question made unanswerable, as v2.0 marks them."""
+    doc = json.loads(SLICE.read_text())
+    n = 0
+    for article in doc["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                if n % 3 == 0:
+                    qa["is_impossible"], qa["plausible_answers"], qa["answers"] = True, qa["answers"], []
+                n += 1
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_squad_v2_scoring_follows_the_official_v2_rules(tmp_path):
+    from bignlp_evaluate.prompt import squad_scores
+    from bignlp_evaluate.seq2seq import squad_v2_scores
+
+    # answerable questions only: v2.0's scores are v1.1's (torchmetrics, an independent implementation)
+    v1 = load_examples("squad", SLICE)
+    partial = [e.answers[0].split()[0] if i % 2 else f"the {e.answers[-1]}" for i, e in enumerate(v1)]
+    ours, reference = squad_v2_scores(partial, [e.answers for e in v1]), squad_scores(partial, [e.answers for e in v1])
+    assert ours["exact_match"] == pytest.approx(reference["exact_match"], abs=1e-4)
+    assert ours["f1"] == pytest.approx(reference["f1"], abs=1e-4)
+    # with unanswerable questions: "unanswerable" is the empty answer; every rule of the script
+    examples = load_examples("squad", _v2_file(tmp_path / "dev-v2.json"))
+    golds = [e.answers for e in examples]
+    assert sum(not g for g in golds) == 34 and all(g for g in golds[1::3])
+    preds = [("Unanswerable " if i % 4 else "no idea") if not g else (g[0] if i % 2 else "unanswerable")
+             for i, g in enumerate(golds)]
+    scores = score_groups("squad", examples, preds)["squad"]
+    empty = ["" if p.strip().lower() == "unanswerable" else p for p in preds]
+    assert scores["exact_match"] == pytest.approx(_official_v2(empty, golds)["exact_match"])
+    assert scores["f1"] == pytest.approx(_official_v2(empty, golds)["f1"])
+    no = [i for i, g in enumerate(golds) if not g]
+    has = [i for i, g in enumerate(golds) if g]
+    assert scores["NoAns_exact_match"] == pytest.approx(100.0 * sum(1 for i in no if i % 4) / len(no))
+    assert scores["HasAns_exact_match"] == pytest.approx(100.0 * sum(1 for i in has if i % 2) / len(has))
+    assert 0 < scores["NoAns_f1"] < 100 and 0 < scores["HasAns_f1"] < 100
+    # a different no-answer text
+    custom = score_groups("squad", examples, ["" if not g else g[0] for g in golds], unanswerable="none")["squad"]
+    assert custom["exact_match"] == 100.0
+
+
+def test_squad_command_scores_a_v2_file(t5_checkpoint, tmp_path):
+    data = _v2_file(tmp_path / "dev-v2.json")
+    result = _run("squad", "--checkpoint", str(t5_checkpoint), "--data", str(data), "--output", str(tmp_path / "e"),
+                  "--device", "cpu", "--max-new-tokens", "2", "--max-source-length", "32",
+                  "--unanswerable-text", "no answer")
+    assert result.exit_code == 0, result.output
+    metrics = read_manifest(tmp_path / "e").summary["metrics"]["squad"]
+    assert {"exact_match", "f1", "HasAns_f1", "NoAns_f1", "NoAns_exact_match"} <= set(metrics)
+    payload = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert sum(not p["answers"] for p in payload["predictions"]) == 34
+    assert "|  | NoAns_f1 |" in result.output

@@ -165,9 +165,10 @@ def prompt_command(prompt_checkpoint, data, output, base, disable_virtual_tokens
 
 
 _SEQ2SEQ_HELP = {
-    "squad": ("SQuAD exact match and F1 of a fine-tuned T5/mT5 (greedy answers; the official v1.1 scoring).",
+    "squad": ("SQuAD exact match and F1 of a fine-tuned T5/mT5 (greedy answers; the official v1.1 scoring, or "
+              "v2.0's with its answerable/unanswerable parts when there are unanswerable questions).",
               "a SQuAD-format JSON (.json or .json.gz) or a task-data directory (bignlp-dataprep run --config "
-              "squad/v1.1): its dev questions, every gold answer."),
+              "squad/v1.1|squad/v2.0): its dev questions, every gold answer."),
     "xquad": ("XQuAD exact match and F1 per language (and their average) of a fine-tuned mT5.",
               "a directory of xquad.<lang>.json files, one such file, or a task-data directory (--config xquad)."),
     "glue": ("Accuracy of a fine-tuned T5 on a GLUE task's text-to-text validation split.",
@@ -204,17 +205,22 @@ def _seq2seq_command(kind: str) -> None:
                   help="source tokens (<bos>/<eos> included; a longer source keeps its tail) [default: the "
                        "checkpoint's fine-tuning max_src_seq_length].")
     @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-    def command(checkpoint, data, targets, output, batch_size, max_new_tokens, max_source_length, device) -> None:
+    @click.option("--unanswerable-text", metavar="TEXT", default=None,
+                  help="squad/xquad: the output that means 'no answer' to a SQuAD v2.0 unanswerable question "
+                       "[default: the task data's unanswerable_text, else 'unanswerable'].")
+    def command(checkpoint, data, targets, output, batch_size, max_new_tokens, max_source_length, device,
+                unanswerable_text) -> None:
         from .seq2seq import evaluate_seq2seq
 
         with exit_on_error(PROG):
             config = {"task": kind, "checkpoint": str(checkpoint), "data": str(data),
                       "targets": targets and str(targets), "batch_size": batch_size,
-                      "max_new_tokens": max_new_tokens, "max_source_length": max_source_length, "device": device}
+                      "max_new_tokens": max_new_tokens, "max_source_length": max_source_length, "device": device,
+                      "unanswerable_text": unanswerable_text}
             out = evaluate_seq2seq(kind, checkpoint, data=data, targets=targets, output=output,
                                    batch_size=batch_size, max_new_tokens=max_new_tokens,
                                    max_source_length=max_source_length, device=_device(device), config=config,
-                                   log=_log)
+                                   unanswerable=unanswerable_text, log=_log)
             click.echo((Path(out) / "results.md").read_text(), nl=False)
 
 

@@ -5,8 +5,11 @@ longer than the model was fine-tuned on keeping its tail), the answer generated 
 cache (``bignlp_models.generate``) from ``<bos>`` until ``<eos>``, and scored:
 
 - ``squad``: a SQuAD-format JSON (``.json`` or ``.json.gz``) or a ``task-data`` artifact of ``squad/v1.1``
-  (its ``source/`` dev file): exact match and F1 against every gold answer, 0-100, as the official v1.1
-  script computes them (torchmetrics' ``SQuAD``);
+  or ``squad/v2.0`` (its ``source/`` dev file): exact match and F1 against every gold answer, 0-100, as the
+  official v1.1 script computes them (torchmetrics' ``SQuAD``); with SQuAD v2.0's unanswerable questions,
+  as the official v2.0 script does (an unanswerable question's gold is the empty answer, which an output
+  equal to ``unanswerable_text``, the target ``bignlp-dataprep`` trains for it, stands for), with the
+  answerable (``HasAns_*``) and unanswerable (``NoAns_*``) questions also scored apart;
 - ``xquad``: XQuAD's ``xquad.{lang}.json`` files (a directory holding them, or a ``task-data`` artifact of
   ``xquad``): the same scores per language and their mean (the seed's 7.3.1 table);
 - ``glue`` / ``custom``: parallel source/target text files (``--data SRC --targets TGT``, or a ``task-data``
@@ -19,9 +22,11 @@ config.yaml, manifest.json last).
 
 from __future__ import annotations
 
+import collections
 import gzip
 import json
 import re
+import string
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +57,7 @@ from .results import Row, csv_table, markdown_table, metrics_summary
 
 KINDS = ("squad", "xquad", "glue", "custom")
 SQUAD_TEMPLATE = "Title: {title} Paragraph: {context} Question: {question}"
+UNANSWERABLE = "unanswerable"  # bignlp-dataprep squad/v2.0's unanswerable_text
 _NEWLINES = re.compile(r"\s*[\r\n\t\v\f\u2028\u2029\x85]+\s*")
 
 
@@ -59,7 +65,7 @@ _NEWLINES = re.compile(r"\s*[\r\n\t\v\f\u2028\u2029\x85]+\s*")
 class Example:
     group: str  # the language (xquad) or the task name: a table row each
     source: str
-    answers: list[str]
+    answers: list[str]  # empty: unanswerable (SQuAD v2.0)
 
 
 def _one_line(text: str) -> str:
@@ -76,7 +82,7 @@ def _read_json(path: Path) -> Any:
 
 
 def squad_examples(path: Path, group: str) -> list[Example]:
-    """Every question of a SQuAD-format file, with all its gold answers."""
+    """Every question of a SQuAD-format file, with all its gold answers (none: unanswerable, v2.0)."""
     doc = _read_json(path)
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, list):
@@ -86,10 +92,7 @@ def squad_examples(path: Path, group: str) -> list[Example]:
         try:
             for paragraph in article["paragraphs"]:
                 for qa in paragraph["qas"]:
-                    answers = [x["text"] for x in qa["answers"]]
-                    if not answers:
-                        raise InputError(f"{path}: question {qa.get('id')} has no gold answer (SQuAD v2.0's "
-                                         "unanswerable questions are not scored here)")
+                    answers = [] if qa.get("is_impossible") else [x["text"] for x in qa["answers"]]
                     out.append(Example(group, SQUAD_TEMPLATE.format(
                         title=_one_line(str(article.get("title", ""))), context=_one_line(paragraph["context"]),
                         question=_one_line(qa["question"])), answers))
@@ -119,6 +122,15 @@ def _lines(path: Path) -> list[str]:
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
     return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def unanswerable_text(data: Path) -> str:
+    """What a model fine-tuned on ``data`` answers to an unanswerable question: the task-data artifact's
+    ``unanswerable_text``, else bignlp-dataprep's default."""
+    if _task_data(Path(data)) is None:
+        return UNANSWERABLE
+    config = read_manifest(Path(data)).config
+    return str((config if isinstance(config, dict) else {}).get("unanswerable_text") or UNANSWERABLE)
 
 
 def load_examples(kind: str, data: Path, targets: Path | None = None) -> list[Example]:
@@ -180,9 +192,11 @@ def _lengths(loaded: Any) -> tuple[int, int]:
 def evaluate_seq2seq(kind: str, checkpoint: str | Path, *, data: str | Path, output: str | Path,
                      targets: str | Path | None = None, batch_size: int = 16, max_new_tokens: int | None = None,
                      max_source_length: int | None = None, device: str = "cpu", config: dict | None = None,
-                     log: Callable[[str], None] | None = None, progress_every_s: float = 10.0) -> Path:
+                     unanswerable: str | None = None, log: Callable[[str], None] | None = None,
+                     progress_every_s: float = 10.0) -> Path:
     """Generate and score ``kind``'s examples from ``data`` with ``checkpoint``; write an ``evaluation`` artifact
-    at ``output`` (new or empty). Returns ``output``."""
+    at ``output`` (new or empty). ``unanswerable``: the output that means "no answer" (SQuAD v2.0; default
+    the task data's ``unanswerable_text``). Returns ``output``."""
     from bignlp_models import generate, load_model
 
     if kind not in KINDS:
@@ -220,7 +234,7 @@ def evaluate_seq2seq(kind: str, checkpoint: str | Path, *, data: str | Path, out
             rate = done / max(now - started, 1e-9)
             log(f"generated {done}/{len(order)} | {rate:.1f}/s | ETA {format_duration((len(order) - done) / rate)}")
             last = now
-    results = score_groups(kind, examples, predictions)
+    results = score_groups(kind, examples, predictions, unanswerable=unanswerable or unanswerable_text(Path(data)))
     table = [Row(group, metric, value / 100.0 if metric in ("accuracy", "exact_string_match") else value, None)
              for group, scores in results.items() for metric, value in scores.items()]
     payload = {"task": kind, "results": results,
@@ -245,20 +259,65 @@ def evaluate_seq2seq(kind: str, checkpoint: str | Path, *, data: str | Path, out
     return output
 
 
-def score_groups(kind: str, examples: list[Example], predictions: list[str]) -> dict[str, dict[str, float]]:
+def _normalise(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles a/an/the, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+_PUNCTUATION = set(string.punctuation)
+
+
+def _v2_f1(prediction: str, gold: str) -> float:
+    p, g = _normalise(prediction).split(), _normalise(gold).split()
+    if not p or not g:  # v2.0: an empty answer scores 1 against an empty answer only
+        return float(p == g)
+    same = sum((collections.Counter(p) & collections.Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_v2_scores(predictions: list[str], answers: list[list[str]], *,
+                    unanswerable: str = UNANSWERABLE) -> dict[str, float]:
+    """exact_match and f1 (0-100) as the official SQuAD v2.0 script computes them, over all questions and apart
+    for the answerable (``HasAns_*``) and unanswerable (``NoAns_*``) ones. An unanswerable question's gold is
+    the empty answer; a prediction equal to ``unanswerable`` (ignoring case and surrounding space) is empty."""
+    no_answer = unanswerable.strip().lower()
+    em, f1 = [], []
+    for prediction, golds in zip(predictions, answers):
+        pred = "" if prediction.strip().lower() == no_answer else prediction
+        golds = [g for g in golds if _normalise(g)] or [""]  # the script drops answers that normalise to nothing
+        em.append(max(float(_normalise(pred) == _normalise(g)) for g in golds))
+        f1.append(max(_v2_f1(pred, g) for g in golds))
+    out = {"exact_match": 100.0 * sum(em) / len(em), "f1": 100.0 * sum(f1) / len(f1)}
+    for name, keep in (("HasAns", True), ("NoAns", False)):
+        idx = [i for i, golds in enumerate(answers) if bool(golds) == keep]
+        if idx:
+            out[f"{name}_exact_match"] = 100.0 * sum(em[i] for i in idx) / len(idx)
+            out[f"{name}_f1"] = 100.0 * sum(f1[i] for i in idx) / len(idx)
+    return out
+
+
+def score_groups(kind: str, examples: list[Example], predictions: list[str], *,
+                 unanswerable: str = UNANSWERABLE) -> dict[str, dict[str, float]]:
     """Per group (language, task) and, with several, their mean ("average"): exact_match/f1 for squad/xquad
-    (0-100), accuracy (glue) or exact_string_match (custom) in percent."""
+    (0-100; SQuAD v2.0's scoring and its HasAns/NoAns parts when a group holds an unanswerable question),
+    accuracy (glue) or exact_string_match (custom) in percent."""
     groups = list(dict.fromkeys(e.group for e in examples))
     out: dict[str, dict[str, float]] = {}
     for g in groups:
         idx = [i for i, e in enumerate(examples) if e.group == g]
         if kind in ("squad", "xquad"):
-            out[g] = squad_scores([predictions[i] for i in idx], [examples[i].answers for i in idx])
+            preds, golds = [predictions[i] for i in idx], [examples[i].answers for i in idx]
+            out[g] = (squad_v2_scores(preds, golds, unanswerable=unanswerable) if not all(golds)
+                      else squad_scores(preds, golds))
         else:
             name = "accuracy" if kind == "glue" else "exact_string_match"
             hits = sum(predictions[i].strip() == examples[i].answers[0].strip() for i in idx)
             out[g] = {name: 100.0 * hits / len(idx)}
     if len(groups) > 1:
-        metrics = list(out[groups[0]])
+        metrics = [m for m in out[groups[0]] if all(m in out[g] for g in groups)]
         out["average"] = {m: sum(out[g][m] for g in groups) / len(groups) for m in metrics}
     return out
