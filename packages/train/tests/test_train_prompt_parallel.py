@@ -9,8 +9,11 @@ of the base and checks it after training against the base checkpoint, slice by s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,77 @@ def test_pipeline_parallel_2_equals_one_process_and_keeps_the_base(base, data, o
     # stage 0: word + position embeddings and layer 0; stage 1: layer 1, the final LayerNorm, the output layer
     assert [r["params"] for r in reports] == [2 + 12, 12 + 2 + 1]
     assert all(r["problems"] == [] for r in reports), reports
+
+
+HANG = """
+import os, runpy, sys, time
+from bignlp_train import progress
+original = progress.Progress.train_step
+def train_step(self, step, **kw):
+    original(self, step, **kw)
+    if step == int(os.environ["HANG_STEP"]):
+        time.sleep(600)
+progress.Progress.train_step = train_step
+sys.argv = ["bignlp-train", *sys.argv[1:]]
+runpy.run_module("bignlp_train", run_name="__main__")
+"""
+LAUNCH = "import sys; from bignlp_contracts.launch import launch_local; sys.exit(launch_local(sys.argv[1:], 2))"
+
+
+def test_kill_9_of_a_data_parallel_run_then_resume_equals_one_process(base, data, one_process, tmp_path):
+    """Rank 0 alone writes the resume points (table, optimizer and RNG are the same on every replica): a DP=2 run
+    killed after step 3 (checkpoint at step 2) and rerun ends where the uninterrupted one-process run does."""
+    run_dir = tmp_path / "killed"
+    every = "exp_manager.checkpoint_callback_params.every_n_steps=2"
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, sys.executable, "-c", HANG, "prompt-learn", "--config",
+                             "gpt3/squad", *overrides(base, data, run_dir, every)],
+                            env={**os.environ, "HANG_STEP": "3"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while 3 not in (metrics(run_dir)[0] if (run_dir / "metrics.jsonl").is_file() else {}):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before step 3"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not (run_dir / "prompt_checkpoint").exists() and (run_dir / "checkpoints" / "step-00000002").is_dir()
+    cli(base, data, run_dir, every, nproc=2)
+    assert_equals_one_process(run_dir, one_process)
+
+
+def _one_line(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith("bignlp-train: ") and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("extra,nproc,needles", [
+    (("model.micro_batch_size=8",), 2, ("model.global_batch_size=8", "micro_batch_size=8 × data-parallel size 2")),
+    (("model.tensor_model_parallel_size=3",), 3, ("model.tensor_model_parallel_size=3", "4 attention heads")),
+    (("model.pipeline_model_parallel_size=2",), 3, ("world size 3", "model.pipeline_model_parallel_size=2")),
+    (("model.pipeline_model_parallel_size=2", "model.micro_batch_size=8"), 2, ("1 micro-batches", "2 pipeline")),
+])
+def test_layouts_that_do_not_fit_are_refused_before_any_worker_starts(base, data, tmp_path, extra, nproc, needles):
+    from click.testing import CliRunner
+
+    from bignlp_train.cli import main
+
+    result = CliRunner().invoke(main, ["prompt-learn", "--config", "gpt3/squad", "--nproc-per-node", str(nproc),
+                                       *overrides(base, data, tmp_path / "run", *extra)])
+    _one_line(result, 2, *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_t5_base_is_refused_tensor_and_pipeline_parallelism(data, tmp_path):
+    from click.testing import CliRunner
+
+    from bignlp_train.cli import main
+
+    t5 = make_base(tmp_path / "t5base", "t5")
+    for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
+        result = CliRunner().invoke(main, ["prompt-learn", "--config", "t5/squad", "--nproc-per-node", "2",
+                                           *overrides(t5, data, tmp_path / "run", f"model.{key}=2")])
+        _one_line(result, 2, f"model.{key}=2", "only a GPT base", "set model.tensor_model_parallel_size=1")
