@@ -1,6 +1,7 @@
 """bignlp-train prompt-learn over 2 gloo processes on a tiny GPT base: data, tensor and pipeline parallelism each
 equal one process (same global batch: losses per step, validation loss, the folded prompt rows), and the frozen
-base stays bit-identical on every rank.
+base stays bit-identical on every rank; a T5 base's data parallelism likewise; a killed DP run resumes exactly;
+layouts that do not fit are refused in one line.
 
 The TP and PP runs go through a worker (``WORKER``, under ``bignlp_contracts.launch``) that keeps this rank's part
 of the base and checks it after training against the base checkpoint, slice by slice.
@@ -166,6 +167,24 @@ def test_pipeline_parallel_2_equals_one_process_and_keeps_the_base(base, data, o
     # stage 0: word + position embeddings and layer 0; stage 1: layer 1, the final LayerNorm, the output layer
     assert [r["params"] for r in reports] == [2 + 12, 12 + 2 + 1]
     assert all(r["problems"] == [] for r in reports), reports
+
+
+def test_t5_data_parallel_2_equals_one_process(data, tmp_path):
+    """A T5 base is split over no TP/PP ranks, but its replicas share the batch as GPT's do."""
+    t5 = make_base(tmp_path / "t5base", "t5")
+    first, second = tmp_path / "one", tmp_path / "dp2"
+    args = ["--config", "t5/squad", *overrides(t5, data, first, "trainer.max_steps=3")]
+    for run_dir, nproc in ((first, 1), (second, 2)):
+        argv = [a.replace(f"={first}", f"={run_dir}") for a in args]
+        out = subprocess.run([sys.executable, "-m", "bignlp_train", "prompt-learn", "--nproc-per-node", str(nproc),
+                              *argv], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+    (want, want_val), (got, got_val) = metrics(first), metrics(second)
+    assert sorted(got) == [1, 2, 3] and len(got_val) == len(want_val) == 2
+    assert max(abs(got[s]["loss"] - want[s]["loss"]) for s in want) < 1e-5
+    assert max(abs(a - b) for a, b in zip(got_val, want_val)) < 1e-5
+    a, b = (load_prompt_checkpoint(d / "prompt_checkpoint").rows for d in (first, second))
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 HANG = """
