@@ -182,18 +182,16 @@ class MemoryProbe:
             self.result["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
 
 
-def measure_step(parts: list[nn.Module], optimizer, device: torch.device, *, enabled: bool):
-    """A ``MemoryProbe``'s step context when ``enabled``, else a context doing nothing (its value: the probe or None)."""
+@contextlib.contextmanager
+def measure_step(parts: list[nn.Module], optimizer, device: torch.device, *,
+                 enabled: bool) -> Iterator[MemoryProbe | None]:
+    """A ``MemoryProbe`` counting the step run inside when ``enabled``; else None, and nothing installed."""
     if not enabled:
-        return contextlib.nullcontext()
+        yield None
+        return
     probe = MemoryProbe(parts, optimizer, device)
-
-    @contextlib.contextmanager
-    def run() -> Iterator[MemoryProbe]:
-        with probe.step():
-            yield probe
-
-    return run()
+    with probe.step():
+        yield probe
 
 
 def record_memory(progress, step: int, values: dict[str, int], *, distributed: bool) -> None:
