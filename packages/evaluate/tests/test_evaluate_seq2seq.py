@@ -187,3 +187,23 @@ def test_squad_command_scores_a_v2_file(t5_checkpoint, tmp_path):
     payload = json.loads((tmp_path / "e" / "results.json").read_text())
     assert sum(not p["answers"] for p in payload["predictions"]) == 34
     assert "|  | NoAns_f1 |" in result.output
+
+
+def test_two_processes_give_the_answers_of_one(t5_checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    results = []
+    for name, nproc in (("one", "1"), ("two", "2")):
+        cmd = [sys.executable, "-m", "bignlp_evaluate", "squad", "--checkpoint", str(t5_checkpoint), "--data",
+               str(SLICE), "--output", str(tmp_path / name), "--device", "cpu", "--max-new-tokens", "3",
+               "--max-source-length", "48", "--batch-size", "7", "--nproc-per-node", nproc]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stderr.count("loading ") == 1  # one progress stream (rank 0's)
+        results.append(json.loads((tmp_path / name / "results.json").read_text()))
+    assert results[0]["predictions"] == results[1]["predictions"] and len(results[1]["predictions"]) == 100
+    assert results[0]["results"] == results[1]["results"]
+    assert [read_manifest(tmp_path / d).summary["processes"] for d in ("one", "two")] == [1, 2]

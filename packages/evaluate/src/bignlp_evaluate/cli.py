@@ -70,7 +70,7 @@ def harness_command(ctx, config_name, checkpoint, tasks, data_dir, output, batch
       bignlp-evaluate harness --nproc-per-node 2 --checkpoint results/gpt3_126m --tasks lambada \\
           --data-dir data/eval_harness --output results/gpt3_126m/eval_lambada
     """
-    from bignlp_contracts import discover_run_env, to_dict
+    from bignlp_contracts import to_dict
 
     from .harness import evaluate_checkpoint
 
@@ -97,25 +97,31 @@ def harness_command(ctx, config_name, checkpoint, tasks, data_dir, output, batch
         if not run.results_dir:
             raise ConfigError("no output directory", hint="give --output DIR (or run.results_dir=DIR)")
         if nproc_per_node > 1:
-            if discover_run_env().is_distributed:
-                raise ConfigError("--nproc-per-node starts the processes itself",
-                                  hint="under torchrun or srun leave it at 1")
             from .harness import check_decoder_only, check_output
 
             check_output(run.results_dir)  # one error line here rather than one per process
             check_decoder_only(checkpoint)
-            from bignlp_contracts.launch import launch_local
-
-            given = {"--config": config_name, "--checkpoint": checkpoint, "--tasks": tasks, "--data-dir": data_dir,
-                     "--output": output, "--batch-size": batch_size, "--precision": precision, "--device": device,
-                     "--limit": limit}  # the same command, once per process
-            argv = [sys.executable, "-m", "bignlp_evaluate", "harness"]
-            argv += [str(x) for flag, value in given.items() if value is not None for x in (flag, value)]
-            ctx.exit(launch_local([*argv, *overrides], nproc_per_node))
+            _relaunch(ctx, "harness", nproc_per_node, {
+                "--config": config_name, "--checkpoint": checkpoint, "--tasks": tasks, "--data-dir": data_dir,
+                "--output": output, "--batch-size": batch_size, "--precision": precision, "--device": device,
+                "--limit": limit}, overrides)
         evaluate_checkpoint(checkpoint, tasks=run.tasks, data_dir=run.data_dir, output=run.results_dir,
                             batch_size=m.eval_batch_size, dtype=torch_dtype_name(m.precision),
                             device=_device(m.device), limit=run.limit, config=to_dict(cfg), log=_log)
         click.echo(str(Path(run.results_dir) / "results.md"))
+
+
+def _relaunch(ctx: click.Context, command: str, nproc_per_node: int, given: dict, overrides=()) -> None:
+    """Run ``command`` again in ``nproc_per_node`` local processes (the flags ``given``, those not None), and exit
+    with their status."""
+    from bignlp_contracts import discover_run_env
+    from bignlp_contracts.launch import launch_local
+
+    if discover_run_env().is_distributed:
+        raise ConfigError("--nproc-per-node starts the processes itself", hint="under torchrun or srun leave it at 1")
+    argv = [sys.executable, "-m", "bignlp_evaluate", command]
+    argv += [str(x) for flag, value in given.items() if value is not None for x in (flag, value)]
+    ctx.exit(launch_local([*argv, *overrides], nproc_per_node))
 
 
 def _device(name: str) -> str:
@@ -208,11 +214,27 @@ def _seq2seq_command(kind: str) -> None:
     @click.option("--unanswerable-text", metavar="TEXT", default=None,
                   help="squad/xquad: the output that means 'no answer' to a SQuAD v2.0 unanswerable question "
                        "[default: the task data's unanswerable_text, else 'unanswerable'].")
-    def command(checkpoint, data, targets, output, batch_size, max_new_tokens, max_source_length, device,
-                unanswerable_text) -> None:
+    @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="start this many local processes, each generating a share of the examples (the results "
+                       "equal one process's); leave at 1 under torchrun or srun, which start them.")
+    @click.pass_context
+    def command(ctx, checkpoint, data, targets, output, batch_size, max_new_tokens, max_source_length, device,
+                unanswerable_text, nproc_per_node) -> None:
         from .seq2seq import evaluate_seq2seq
 
         with exit_on_error(PROG):
+            if nproc_per_node > 1:
+                from .harness import check_output
+                from .seq2seq import check_seq2seq, load_examples
+
+                check_output(output)  # one error line here rather than one per process
+                check_seq2seq(Path(checkpoint))
+                load_examples(kind, Path(data), None if targets is None else Path(targets))
+                _relaunch(ctx, kind, nproc_per_node, {
+                    "--checkpoint": checkpoint, "--data": data, "--targets": targets, "--output": output,
+                    "--batch-size": batch_size, "--max-new-tokens": max_new_tokens,
+                    "--max-source-length": max_source_length, "--device": device,
+                    "--unanswerable-text": unanswerable_text})
             config = {"task": kind, "checkpoint": str(checkpoint), "data": str(data),
                       "targets": targets and str(targets), "batch_size": batch_size,
                       "max_new_tokens": max_new_tokens, "max_source_length": max_source_length, "device": device,
@@ -221,7 +243,8 @@ def _seq2seq_command(kind: str) -> None:
                                    batch_size=batch_size, max_new_tokens=max_new_tokens,
                                    max_source_length=max_source_length, device=_device(device), config=config,
                                    unanswerable=unanswerable_text, log=_log)
-            click.echo((Path(out) / "results.md").read_text(), nl=False)
+            if out is not None:  # rank 0 (the others only generated)
+                click.echo((Path(out) / "results.md").read_text(), nl=False)
 
 
 for _kind in _SEQ2SEQ_HELP:

@@ -117,7 +117,7 @@ def evaluate_checkpoint(
 
         from .lm import BigNLPLM
 
-        with _process_group(device) as (rank, world_size, device):
+        with process_group(device) as (rank, world_size, device):
             if rank != 0:
                 log = None  # one progress stream: rank 0's
             if log:
@@ -154,7 +154,7 @@ def evaluate_checkpoint(
 
 
 @contextlib.contextmanager
-def _process_group(device: str) -> Iterator[tuple[int, int, str]]:
+def process_group(device: str) -> Iterator[tuple[int, int, str]]:
     """(rank, world size, device) of this process; under torchrun, srun or ``--nproc-per-node`` a process group is
     joined first (gloo on CPUs, NCCL on GPUs: each local rank its own GPU) and left after."""
     import torch

@@ -51,7 +51,7 @@ from bignlp_contracts import (
 )
 
 from . import __version__
-from .harness import PACKAGE, check_output
+from .harness import PACKAGE, check_output, process_group
 from .prompt import squad_scores
 from .results import Row, csv_table, markdown_table, metrics_summary
 
@@ -168,7 +168,7 @@ def load_examples(kind: str, data: Path, targets: Path | None = None) -> list[Ex
     return [Example(group, s, [t]) for s, t in zip(sources, answers)]
 
 
-def _check_seq2seq(checkpoint: Path) -> None:
+def check_seq2seq(checkpoint: Path) -> None:
     _, manifest = read_checkpoint(checkpoint)
     family = manifest.summary.get("family", "gpt")
     if family != "t5":
@@ -193,47 +193,39 @@ def evaluate_seq2seq(kind: str, checkpoint: str | Path, *, data: str | Path, out
                      targets: str | Path | None = None, batch_size: int = 16, max_new_tokens: int | None = None,
                      max_source_length: int | None = None, device: str = "cpu", config: dict | None = None,
                      unanswerable: str | None = None, log: Callable[[str], None] | None = None,
-                     progress_every_s: float = 10.0) -> Path:
+                     progress_every_s: float = 10.0) -> Path | None:
     """Generate and score ``kind``'s examples from ``data`` with ``checkpoint``; write an ``evaluation`` artifact
     at ``output`` (new or empty). ``unanswerable``: the output that means "no answer" (SQuAD v2.0; default
-    the task data's ``unanswerable_text``). Returns ``output``."""
-    from bignlp_models import generate, load_model
+    the task data's ``unanswerable_text``). Under torchrun, srun or ``--nproc-per-node`` every process generates
+    a share of the examples and rank 0 scores them all. Returns ``output`` (None on the other ranks)."""
+    from bignlp_models import load_model
 
     if kind not in KINDS:
         raise InputError(f"unknown seq2seq task {kind!r}", hint=f"one of {', '.join(KINDS)}")
     log = log or (lambda _line: None)
     output = check_output(output)
-    _check_seq2seq(Path(checkpoint))
+    check_seq2seq(Path(checkpoint))
     examples = load_examples(kind, Path(data), None if targets is None else Path(targets))
-    log(f"loading {checkpoint} ({device}); {len(examples)} examples")
-    loaded = load_model(checkpoint, device=device)
-    tok = loaded.tokenizer
-    bos = tok.bos_id if tok.bos_id is not None else tok.cls_id
-    eos = tok.eos_id if tok.eos_id is not None else tok.sep_id
-    pad = tok.pad_id if tok.pad_id is not None else 0
-    if bos is None or eos is None:
-        raise ArtifactError(f"{checkpoint}: its tokenizer has no bos/eos (or cls/sep) to frame sources with")
-    src_len, new_default = _lengths(loaded)
-    src_len = max_source_length or src_len
-    steps = max_new_tokens or new_default
-    prompts = []
-    for ids in tok.encode_batch([e.source for e in examples]):
-        keep = src_len - 2
-        prompts.append([bos, *(ids[len(ids) - keep:] if len(ids) > keep else ids), eos])
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    predictions: list[str] = [""] * len(prompts)
-    started = last = time.monotonic()
-    for first in range(0, len(order), batch_size):
-        chunk = order[first:first + batch_size]
-        out = generate(loaded.model, [prompts[i] for i in chunk], max_new_tokens=steps, greedy=True,
-                       stop_token_ids=[eos], pad_id=pad, vocab_size=loaded.vocab_size, decoder_start_token_id=bos)
-        for i, tokens in zip(chunk, out.tokens):
-            predictions[i] = tok.decode([t for t in tokens if t != eos], skip_special_tokens=True).strip()
-        done, now = first + len(chunk), time.monotonic()
-        if now - last >= progress_every_s or done == len(order):
-            rate = done / max(now - started, 1e-9)
-            log(f"generated {done}/{len(order)} | {rate:.1f}/s | ETA {format_duration((len(order) - done) / rate)}")
-            last = now
+    with process_group(device) as (rank, world_size, device):
+        say = log if rank == 0 else (lambda _line: None)  # one progress stream: rank 0's
+        say(f"loading {checkpoint} ({device}); {len(examples)} examples"
+            + (f" over {world_size} processes" if world_size > 1 else ""))
+        loaded = load_model(checkpoint, device=device)
+        answers, src_len, steps = _generate_answers(
+            loaded, examples, rank=rank, world_size=world_size, batch_size=batch_size, max_new_tokens=max_new_tokens,
+            max_source_length=max_source_length, log=say, progress_every_s=progress_every_s)
+        shares = [answers]
+        if world_size > 1:  # every rank's answers to rank 0, which scores and writes
+            import torch.distributed as dist
+
+            shares = [None] * world_size if rank == 0 else None
+            dist.gather_object(answers, shares, dst=0)
+    if rank != 0:
+        return None
+    predictions = [""] * len(examples)
+    for share in shares:
+        for i, text in share:
+            predictions[i] = text
     results = score_groups(kind, examples, predictions, unanswerable=unanswerable or unanswerable_text(Path(data)))
     table = [Row(group, metric, value / 100.0 if metric in ("accuracy", "exact_string_match") else value, None)
              for group, scores in results.items() for metric, value in scores.items()]
@@ -254,7 +246,7 @@ def evaluate_seq2seq(kind: str, checkpoint: str | Path, *, data: str | Path, out
                        inputs=inputs,
                        summary={"tasks": list(results), "metrics": metrics_summary(table), "family": "t5",
                                 "num_examples": len(examples), "max_new_tokens": steps,
-                                "max_source_length": src_len})
+                                "max_source_length": src_len, "processes": world_size})
     log(f"wrote {output}")
     return output
 
@@ -298,6 +290,45 @@ def squad_v2_scores(predictions: list[str], answers: list[list[str]], *,
             out[f"{name}_exact_match"] = 100.0 * sum(em[i] for i in idx) / len(idx)
             out[f"{name}_f1"] = 100.0 * sum(f1[i] for i in idx) / len(idx)
     return out
+
+
+def _generate_answers(loaded: Any, examples: list[Example], *, rank: int, world_size: int, batch_size: int,
+                      max_new_tokens: int | None, max_source_length: int | None, log: Callable[[str], None],
+                      progress_every_s: float) -> tuple[list[tuple[int, str]], int, int]:
+    """This rank's (example index, answer) pairs (every ``world_size``-th example by source length, from
+    ``rank``), and the source and answer token lengths used."""
+    from bignlp_models import generate
+
+    tok = loaded.tokenizer
+    bos = tok.bos_id if tok.bos_id is not None else tok.cls_id
+    eos = tok.eos_id if tok.eos_id is not None else tok.sep_id
+    pad = tok.pad_id if tok.pad_id is not None else 0
+    if bos is None or eos is None:
+        raise ArtifactError(f"{loaded.path}: its tokenizer has no bos/eos (or cls/sep) to frame sources with")
+    src_len, new_default = _lengths(loaded)
+    src_len = max_source_length or src_len
+    steps = max_new_tokens or new_default
+    prompts = []
+    for ids in tok.encode_batch([e.source for e in examples]):
+        keep = src_len - 2
+        prompts.append([bos, *(ids[len(ids) - keep:] if len(ids) > keep else ids), eos])
+    # sorted by length (fewer pads), dealt round-robin so that every rank gets short and long ones
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))[rank::world_size]
+    answers: list[tuple[int, str]] = []
+    started = last = time.monotonic()
+    for first in range(0, len(order), batch_size):
+        chunk = order[first:first + batch_size]
+        out = generate(loaded.model, [prompts[i] for i in chunk], max_new_tokens=steps, greedy=True,
+                       stop_token_ids=[eos], pad_id=pad, vocab_size=loaded.vocab_size, decoder_start_token_id=bos)
+        for i, tokens in zip(chunk, out.tokens):
+            answers.append((i, tok.decode([t for t in tokens if t != eos], skip_special_tokens=True).strip()))
+        done, now = first + len(chunk), time.monotonic()
+        if now - last >= progress_every_s or done == len(order):
+            rate = done / max(now - started, 1e-9)
+            log(f"generated {done}/{len(order)}" + (" (rank 0's share)" if world_size > 1 else "")
+                + f" | {rate:.1f}/s | ETA {format_duration((len(order) - done) / rate)}")
+            last = now
+    return answers, src_len, steps
 
 
 def score_groups(kind: str, examples: list[Example], predictions: list[str], *,
