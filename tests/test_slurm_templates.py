@@ -410,17 +410,17 @@ def test_pipeline_serving_stage_is_done_once_its_endpoints_are_up(tmp_path: Path
     assert not _calls(record, "scancel")
 
 
-def test_evaluate_seq2seq_command_runs_one_process_on_its_data(tmp_path: Path):
+def test_evaluate_seq2seq_command_runs_on_its_data_in_every_task(tmp_path: Path):
     env, out_dir = _template_env("evaluate.sbatch", tmp_path)
     del env["DATA_DIR"]
-    env.update(COMMAND="squad", DATA="/data/squad_data/v1.1", BATCH_SIZE="32")
+    env.update(COMMAND="squad", DATA="/data/squad_data/v1.1", BATCH_SIZE="32", DEVICE="cuda")
     out, record = _run_template("evaluate.sbatch", tmp_path, **env)
     assert out.returncode == 0, out.stderr
     [(argv, _)] = _calls(record, "srun")
     tool = argv.index("bignlp-evaluate")
     assert argv[tool + 1:] == ["squad", "--checkpoint", out_dir, "--data", "/data/squad_data/v1.1", "--output",
-                               f"{out_dir}/eval_all", "--batch-size", "32"]
-    assert "--ntasks=1" in argv[:tool]
+                               f"{out_dir}/eval_all", "--batch-size", "32", "--device", "cuda"]
+    assert "--ntasks=1" not in argv[:tool]  # every task of the job answers a share of the questions
     (tmp_path / "again").mkdir()
     out, record = _run_template("evaluate.sbatch", tmp_path / "again", **{**env, "COMMAND": "bleu"})
     assert out.returncode == 2 and "COMMAND='bleu'" in out.stderr and not _calls(record, "srun")
