@@ -1,18 +1,24 @@
 """Memory and step-time model of bignlp-train for one family, layout and GPU kind.
 
-Memory per GPU (the worst pipeline stage), bytes:
-- model state, for the parameters P a stage holds on one TP rank: FSDP2 shards over DP the fp32
-  master weights (4P), the AdamW moments (8P) and the fp32 gradients (4P); with more than one
-  micro-batch per DP rank the gradient is accumulated unsharded in fp32 (4P, no_sync) before the
-  one reduce-scatter; in bf16 FSDP2 gathers a layer's bf16 copy for compute (2 × one layer,
-  current + prefetched). In fp32 (the cpu kind) the parameters are the master weights.
-- activations: the family spec's ``activation_bytes_per_layer`` (Korthikanti et al. 2022) for the
-  recomputation mode, times the layers of the stage, times the micro-batches in flight: 1 without
-  PP, PP on the first stage under 1F1B, × (1 + (PP-1)/(PP·v)) interleaved; plus the logits of one
-  micro-batch on the last stage (bf16 logits, fp32 loss input and its gradient: 10 bytes per
-  vocabulary entry per token) and, for T5, the encoder output once per decoder stage. fp32
-  activations (the cpu kind) count double.
-- the runtime's reserved memory (the GPU kind's figure).
+Memory per GPU (the worst pipeline stage), bytes, in parts (``ACCOUNTED``: those bignlp-train's
+``memory`` records measure; checked against real runs to within 2%: tests/test_hptool_memory.py):
+- ``params``, ``grads``, ``optimizer``, for the parameters P a stage holds on one TP rank (TP splits
+  the linears and the vocabulary; norms, row-parallel biases and position embeddings are whole;
+  a GPT's last stage holds a copy of the word embeddings): FSDP2 shards over DP the fp32 master
+  weights (4P), the fp32 gradients (4P) and the AdamW moments (8P), in bf16 and fp32 alike; with
+  more than one micro-batch per DP rank the gradient is accumulated unsharded in fp32 (4P, no_sync)
+  before the one reduce-scatter. ``Layout.optimizer="allreduce"`` (the launcher's T5 Adam) shards nothing.
+- ``activations``: the family spec's ``activation_bytes_per_layer`` (Korthikanti et al. 2022, 16-bit)
+  for the recomputation mode, times the layers of the stage, times the micro-batches in flight: 1
+  without PP, PP on the first stage under 1F1B, × (1 + (PP-1)/(PP·v)) interleaved; fp32 activations
+  (the cpu kind) count double but for the 1-byte dropout masks. Outside the layers: the embeddings'
+  dropout masks, the final norms' inputs and outputs (the output layer's input), T5's encoder output once.
+- ``logits``: the loss keeps the fp32 log-softmax of one micro-batch's logits on the last stage (4 bytes
+  per vocabulary entry per token, the vocabulary split over TP).
+- not accounted (transients): ``logits_grad``, the gradient backward starts from (fp32, and the bf16
+  logits' in bf16); ``gathered``, FSDP2's unsharded copies of 2 layers (current + prefetched) in the
+  compute dtype; and the runtime's ``reserved`` memory (the GPU kind's figure). A fully recomputed
+  layer's activations, alive while its backward runs, are in neither the model nor the records.
 
 Step time: model FLOPs (the spec's ``flops_per_token``, plus a recomputed forward: all of a
 layer's FLOPs under full recomputation, attention's s² part under selective) at
@@ -97,6 +103,11 @@ class Prediction:
     def memory_gb(self) -> float:
         return self.memory_bytes / GB
 
+    @property
+    def accounted_memory_gb(self) -> float:
+        """The parts bignlp-train's ``memory`` records measure (``ACCOUNTED``), for the measured column."""
+        return sum(self.memory_parts.get(k, 0.0) for k in ACCOUNTED) / GB
+
 
 def _stack_layers(shape: ModelShape, pp: int) -> list[tuple[str, int]]:
     """[(stack, layers of that stack on the stage)] for the first and the last stage."""
@@ -123,65 +134,127 @@ def _layer_params(shape: ModelShape, stack: str) -> float:
     return count(replace(a, decoder_num_layers=2)) - count(replace(a, decoder_num_layers=1))
 
 
-def _act_per_layer(shape: ModelShape, layout: Layout, stack: str, recompute: str | None) -> float:
+def _mask_bytes(shape: ModelShape, layout: Layout, stack: str, recompute: str | None) -> float:
+    """The 1-byte dropout masks among a layer's activations (they do not double in fp32): one of the
+    residual stream per block (attention, cross-attention, MLP), and of the attention probabilities."""
+    if recompute == "full":
+        return 0.0
+    s_e, b, a, t = shape.seq_length, layout.mbs, shape.arch.num_attention_heads, layout.tp
+    decoder = shape.family == "t5" and stack == "decoder"
+    s = (shape.seq_length_dec or s_e) if decoder else s_e
+    blocks = 3 if decoder else 2
+    masks = blocks * s * b * shape.hidden_size / (t if layout.sp else 1)
+    if recompute != "selective":
+        masks += a * b * s * s / t + (a * b * s * s_e / t if decoder else 0)
+    return masks
+
+
+def _act_per_layer(shape: ModelShape, layout: Layout, stack: str, recompute: str | None, fp32: bool) -> float:
+    """One layer's activations: the family's 16-bit formula; in fp32 every tensor but the masks doubles."""
     kw = dict(seq_length=shape.seq_length, micro_batch_size=layout.mbs, tensor_parallel_size=layout.tp,
               sequence_parallel=layout.sp, recompute=recompute)
     if shape.family == "gpt":
-        return shape.spec.activation_bytes_per_layer(shape.arch, **kw)
-    return shape.spec.activation_bytes_per_layer(shape.arch, stack=stack, seq_length_dec=shape.seq_length_dec, **kw)
+        half = shape.spec.activation_bytes_per_layer(shape.arch, **kw)
+    else:
+        half = shape.spec.activation_bytes_per_layer(shape.arch, stack=stack, seq_length_dec=shape.seq_length_dec,
+                                                     **kw)
+    return 2 * half - _mask_bytes(shape, layout, stack, recompute) if fp32 else half
 
 
-def _stage_activations(shape: ModelShape, layout: Layout, stack: str, layers: int) -> float:
+def _stage_activations(shape: ModelShape, layout: Layout, stack: str, layers: int, fp32: bool) -> float:
     """Activations one micro-batch leaves on a stage holding ``layers`` layers of ``stack``."""
     if layout.recompute == "selective":
-        return layers * _act_per_layer(shape, layout, stack, "selective")
+        return layers * _act_per_layer(shape, layout, stack, "selective", fp32)
     k = min(layout.act_ckpt_layers, layers)
-    return k * _act_per_layer(shape, layout, stack, "full") + (layers - k) * _act_per_layer(shape, layout, stack, None)
+    return (k * _act_per_layer(shape, layout, stack, "full", fp32)
+            + (layers - k) * _act_per_layer(shape, layout, stack, None, fp32))
+
+
+def _head_activations(shape: ModelShape, layout: Layout, *, first: bool, last: bool, fp32: bool) -> float:
+    """What a micro-batch leaves outside the layers but the logits: the embeddings' 1-byte dropout masks
+    (first stage); the final norms' inputs and outputs (the output layer's input, gathered under SP);
+    T5's encoder output, which every decoder layer's cross-attention reads, once."""
+    b, h, t = layout.mbs, shape.hidden_size, layout.tp
+    width = 4 if fp32 else 2
+    split = t if layout.sp else 1
+    s_e = shape.seq_length
+    s_d = shape.seq_length_dec or s_e
+    out = 0.0
+    if shape.family == "gpt":
+        if first:
+            out += s_e * b * h / split
+        if last:
+            out += width * s_e * b * h * (1 / split + 1)
+        return out
+    if first:  # the encoder: embedding mask, final norm input (its output: the encoder output, below)
+        out += s_e * b * h / split + width * s_e * b * h / split
+    if last:  # the decoder: embedding mask, final norm input and output; the encoder output
+        out += s_d * b * h / split + width * s_d * b * h * (1 / split + 1) + width * s_e * b * h / split
+    return out
+
+
+ACCOUNTED = ("params", "grads", "optimizer", "activations", "logits")  # what bignlp-train's memory records count
 
 
 def predict_memory(shape: ModelShape, layout: Layout, kind: GPUKind) -> tuple[float, dict]:
-    """Peak bytes on the worst GPU and its parts (``states``, ``activations``, ``logits``, ``reserved``)."""
+    """Peak bytes on the worst GPU and its parts: ``params``, ``grads``, ``optimizer``, ``activations``,
+    ``logits`` (the ``ACCOUNTED`` ones, which bignlp-train's ``memory`` records measure), ``gathered``
+    (FSDP's transient unsharded layers), ``logits_grad`` (the loss's input gradient at the start of
+    backward) and ``reserved``."""
     a = shape.arch
     tp, pp, dp, m = layout.tp, layout.pp, layout.dp, layout.num_micro_batches
     vocab = pad_vocab(a.vocab_size, tp)
     h = a.hidden_size
-    emb = vocab * h + (h * a.max_position_embeddings * (1 if shape.family == "gpt" else 2))
+    pos = h * a.max_position_embeddings  # learned position embeddings: replicated over TP
     bf16 = kind.precision == "bf16"
-    act_scale = 1.0 if bf16 else 2.0
+    fp32 = not bf16
     worst: tuple[float, dict] = (0.0, {})
     stages = _stack_layers(shape, pp)
     for idx, (stack, layers) in enumerate(stages):
-        first, last = idx == 0, idx == len(stages) - 1 or pp == 1
+        first, last = idx == 0 or pp == 1, idx == len(stages) - 1 or pp == 1
         if shape.family == "t5" and pp == 1:
             enc = _layer_params(shape, "encoder")
             dec = _layer_params(shape, "decoder")
             layer_params = a.encoder_num_layers * enc + a.decoder_num_layers * dec
             biggest_layer = max(enc, dec)
-            act = (_stage_activations(shape, layout, "encoder", a.encoder_num_layers)
-                   + _stage_activations(shape, layout, "decoder", a.decoder_num_layers))
+            replicated = (2 * a.encoder_num_layers + 3 * a.decoder_num_layers) * 3 * h
+            act = (_stage_activations(shape, layout, "encoder", a.encoder_num_layers, fp32)
+                   + _stage_activations(shape, layout, "decoder", a.decoder_num_layers, fp32))
         else:
             per = _layer_params(shape, stack)
             layer_params, biggest_layer = layers * per, per
-            act = _stage_activations(shape, layout, stack, layers)
-        params = (layer_params + (emb if first or last else 0)) / tp
-        # bf16: sharded fp32 master + moments + gradient, two gathered bf16 layers; fp32: the weights
-        # unsharded while computing, gradients and moments sharded
-        states = 16 * params / dp + 2 * 2 * biggest_layer / tp if bf16 else 4 * params + 12 * params / dp
-        if m > 1 and dp > 1:
-            states += 4 * params  # no_sync: the unsharded fp32 gradient accumulates before the reduce-scatter
+            replicated = layers * (3 if stack == "decoder" else 2) * 3 * h
+            act = _stage_activations(shape, layout, stack, layers, fp32)
+        # TP splits the linears and the vocabulary; each block's norm (gain, bias) and row-parallel bias are whole.
+        # A GPT's last stage holds a copy of the word embeddings; T5's encoder and decoder stages their own.
+        if shape.family == "gpt":
+            embeddings = (vocab * h / tp + pos if first else 0) + (vocab * h / tp if last and not first else 0)
+        else:
+            embeddings = (first + last) * (vocab * h / tp + pos) if pp > 1 else vocab * h / tp + 2 * pos
+        params = (layer_params - replicated) / tp + replicated + embeddings
+        # fp32 master weights, gradients and AdamW's two moments, sharded over DP by FSDP2
+        shards = dp if layout.optimizer == "distributed" else 1
+        parts = {"params": 4 * params / shards, "grads": 4 * params / shards, "optimizer": 8 * params / shards}
+        if m > 1 and shards > 1:
+            parts["grads"] = 4 * params  # no_sync: the unsharded fp32 gradient accumulates before the reduce-scatter
         if pp > 1:
             in_flight = min(m, pp) if idx == 0 else 1  # 1F1B: the first stage holds PP micro-batches
             if layout.vp > 1 and idx == 0:
                 in_flight *= 1 + (pp - 1) / (pp * layout.vp)
         else:
             in_flight = 1
-        act *= in_flight
-        if shape.family == "t5" and (pp == 1 or stack == "decoder"):
-            act += 2 * shape.seq_length * layout.mbs * h / (tp if layout.sp else 1)  # encoder output, once
+        if pp > 1 and shape.family == "gpt":
+            act += _head_activations(shape, layout, first=idx == 0, last=False, fp32=fp32)
+            act = act * in_flight + _head_activations(shape, layout, first=False, last=last, fp32=fp32)
+        else:
+            act = act * in_flight + _head_activations(shape, layout, first=first, last=last, fp32=fp32)
         s_out = shape.seq_length_dec or shape.seq_length
-        logits = 10 * layout.mbs * s_out * vocab / tp if last else 0.0
-        parts = {"states": states, "activations": act * act_scale, "logits": logits * (1 if bf16 else 1.2),
-                 "reserved": kind.reserved_gb * GB}
+        entries = layout.mbs * s_out * vocab / tp if last else 0.0
+        sharded = shards > 1 or bf16  # FSDP2 (bf16 runs use it on one rank too)
+        # the loss keeps its fp32 log-softmax; backward starts from its gradient (fp32) and, in bf16, the logits'
+        parts.update(activations=act, logits=4 * entries, logits_grad=(6 if bf16 else 4) * entries,
+                     gathered=(2 if bf16 else 4) * 2 * biggest_layer / tp if sharded else 0.0,
+                     reserved=kind.reserved_gb * GB)
         total = sum(parts.values())
         if total > worst[0]:
             worst = (total, parts)

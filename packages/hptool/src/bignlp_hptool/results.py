@@ -32,7 +32,8 @@ def result_rows(candidates, shape: ModelShape, *, model_type: str, size_in_b: fl
             "Model TFLOPS / GPU": tflops_agg / gpus if tflops_agg else None, "Model TFLOPS Aggregate": tflops_agg,
             "Config Name": c.name, "VP": lay.vp, "SP": lay.sp,
             "Predicted Time per Step": p.step_time_s, "Predicted Samples per Second": lay.gbs / p.step_time_s,
-            "Predicted Memory GB": p.memory_gb, "Measured Memory GB": c.measured_memory_gb,
+            "Predicted Memory GB": p.memory_gb, "Predicted Accounted Memory GB": p.accounted_memory_gb,
+            "Measured Memory GB": c.measured_memory_gb, "Measured CUDA Peak GB": c.measured_cuda_peak_gb,
             "Steps Measured": c.num_steps_measured, "Status": c.status, "Reason": c.reason,
         })
     return rows

@@ -43,7 +43,8 @@ class Candidate:
     status: str = "candidate"  # admitted, predicted-OOM, launched, measured, failed, not-launched
     reason: str = ""
     measured_step_time_s: float | None = None
-    measured_memory_gb: float | None = None
+    measured_memory_gb: float | None = None  # the worst rank's accounted total (bignlp-train's memory records)
+    measured_cuda_peak_gb: float | None = None  # its torch.cuda.max_memory_allocated, on GPUs
     num_steps_measured: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -191,6 +192,19 @@ def read_step_times(metrics: Path) -> list[float]:
     return [r["step_time_s"] for r in records if r.get("event") == "train" and "step_time_s" in r]
 
 
+def read_memory(metrics: Path) -> dict | None:
+    """The ``memory/*`` values of the rank holding the most (``total_peak_bytes``) in the run's last
+    ``memory`` records (bignlp-train writes one per rank on ``trainer.memory_step``), or None."""
+    if not metrics.is_file():
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    records = [r for r in records if r.get("event") == "memory"]
+    if not records:
+        return None
+    last = max(r["step"] for r in records)
+    return max((r for r in records if r["step"] == last), key=lambda r: r.get("memory/total_peak_bytes", 0))
+
+
 def measure(times: list[float]) -> tuple[float | None, int]:
     """Median step time past the warm-up (the first 5 steps, or 1 in runs of up to 7) and the steps used."""
     skip = WARMUP_STEPS if len(times) > WARMUP_STEPS + 2 else min(1, len(times) - 1)
@@ -222,6 +236,11 @@ def record_result(candidate: Candidate, rc: int | None, *, run_dir: Path, log_pa
     """The candidate's measured step time from its run's metrics.jsonl, or why it failed (``rc``: its exit code)."""
     times = read_step_times(run_dir / "metrics.jsonl")
     candidate.measured_step_time_s, candidate.num_steps_measured = measure(times)
+    memory = read_memory(run_dir / "metrics.jsonl")
+    if memory is not None:
+        candidate.measured_memory_gb = memory["memory/total_peak_bytes"] / 1024**3
+        if "memory/cuda_peak_allocated_bytes" in memory:
+            candidate.measured_cuda_peak_gb = memory["memory/cuda_peak_allocated_bytes"] / 1024**3
     lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
     tail = [line for line in lines if line.strip()][-1:]
     if rc in (0, 75) and candidate.measured_step_time_s is not None:
@@ -235,7 +254,9 @@ def record_result(candidate: Candidate, rc: int | None, *, run_dir: Path, log_pa
                                                 f"exit {rc}: {tail[0][:300] if tail else 'no output'}")
     log(f"  {candidate.name}: {candidate.status}"
         + (f", {candidate.measured_step_time_s:.3f} s/step (predicted {candidate.prediction.step_time_s:.3f})"
-           if candidate.measured_step_time_s else "") + (f" ({candidate.reason})" if candidate.reason else ""))
+           if candidate.measured_step_time_s else "")
+        + (f", {candidate.measured_memory_gb:.3f} GB held (predicted {candidate.prediction.accounted_memory_gb:.3f})"
+           if candidate.measured_memory_gb else "") + (f" ({candidate.reason})" if candidate.reason else ""))
 
 
 def run_candidates(cfg: HPToolConfig, candidates: list[Candidate], base: dict, logs: Path, log) -> None:
