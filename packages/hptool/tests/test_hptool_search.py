@@ -101,7 +101,7 @@ def test_search_launches_only_admitted_candidates(gpt_data, tmp_path):
     lines: list[str] = []
     result = run_hp_tool(cfg, log=lines.append)
     by_name = {c.name: c for c in result.candidates}
-    # MBS 8 at TP 2 is predicted over the 0.35 GB budget: reported, never launched
+    # MBS 8 at TP 2 is predicted over the 0.25 GB budget (0.28 GB predicted): reported, never launched
     oom = by_name["tp2_pp1_mbs8_ac0"]
     assert oom.status == "predicted-OOM" and "GB >" in oom.reason
     assert not (logs / "training_logs" / oom.name).exists()
@@ -109,11 +109,14 @@ def test_search_launches_only_admitted_candidates(gpt_data, tmp_path):
     assert {c.name for c in measured} == {"tp1_pp1_mbs2_ac0", "tp2_pp1_mbs2_ac0"}, "\n".join(lines)
     for c in measured:
         assert c.measured_step_time_s > 0 and c.num_steps_measured >= 2
+        # bignlp-train's memory records (step 2), against the memory model's accounted parts
+        assert abs(c.prediction.accounted_memory_gb / c.measured_memory_gb - 1) <= 0.10, (c.name, c.measured_memory_gb)
         assert (logs / "training_logs" / c.name / "metrics.jsonl").is_file()
     final = logs / "final_results"
     csv = (final / "final_summary.csv").read_text().splitlines()
     assert csv[0].startswith("Model Name,Model Size,TP,PP,MBS,Act Ckpt Layers")
     assert "Predicted Time per Step" in csv[0] and len(csv) == 1 + len(result.candidates)
+    assert "Measured Memory GB" in csv[0]
     assert (final / "throughput_predicted_vs_measured.png").read_bytes()[:4] == b"\x89PNG"
     assert "top 2 of 3" in (final / "top_5_configs.log").read_text()
     assert len(list((logs / "candidate_configs").glob("*.yaml"))) == 3
