@@ -13,7 +13,6 @@ vocabulary does not swamp the transformer layers in so small a model.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 import shutil
@@ -27,13 +26,12 @@ from bignlp_hptool.basecfg import ModelShape
 from bignlp_hptool.hardware import GPU_KINDS
 from bignlp_hptool.perf import ACCOUNTED, Layout, predict_memory
 from bignlp_hptool.search import read_memory
+from hptool_helpers import corpus_slice
 
 from bignlp_models.gpt import GPTConfig
 from bignlp_models.spec import get_family
 from bignlp_models.t5 import T5Config
 
-REPO = Path(__file__).resolve().parents[3]
-DATA = REPO / "tests" / "data"
 BIN = Path(sys.executable).parent
 BOUND = 0.10
 VOCAB = {"gpt": 257, "t5": 209}  # the datasets' tokenizers (T5: 109 WordPiece tokens + 100 sentinels)
@@ -99,16 +97,6 @@ def _byte_vocabulary(out: Path) -> tuple[Path, Path]:
     return out / "vocab.json", out / "merges.txt"
 
 
-def _slice(tmp: Path, num_docs: int) -> Path:
-    src = tmp / "slice.jsonl"
-    with gzip.open(DATA / "corpus" / "demo-en.jsonl.gz", "rt") as f, open(src, "w") as g:
-        for i, line in enumerate(f):
-            if i >= num_docs:
-                break
-            g.write(line)
-    return src
-
-
 def _preprocess(*args: str) -> None:
     res = subprocess.run([_script("bignlp-dataprep"), "preprocess", "--json-keys", "text", *args],
                          capture_output=True, text=True, timeout=120)
@@ -118,7 +106,7 @@ def _preprocess(*args: str) -> None:
 def make_data(tmp: Path, num_docs: int = 100) -> str:
     """The corpus slice tokenized byte by byte; returns the dataset prefix."""
     vocab, merges = _byte_vocabulary(tmp / "tok")
-    _preprocess("--input", str(_slice(tmp, num_docs)), "--output-prefix", str(tmp / "d" / "bytes"),
+    _preprocess("--input", str(corpus_slice(tmp, num_docs)), "--output-prefix", str(tmp / "d" / "bytes"),
                 "--tokenizer-type", "gpt2-bpe", "--vocab-file", str(vocab), "--merges-file", str(merges),
                 "--append-eod")
     return str(tmp / "d" / "bytes_text_document")
@@ -132,7 +120,7 @@ def make_t5_data(tmp: Path, num_docs: int = 100) -> str:
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *punct]
     (tmp / "t5tok").mkdir(parents=True, exist_ok=True)
     (tmp / "t5tok" / "vocab.txt").write_text("\n".join(words) + "\n")
-    _preprocess("--input", str(_slice(tmp, num_docs)), "--output-prefix", str(tmp / "t5d" / "chars"),
+    _preprocess("--input", str(corpus_slice(tmp, num_docs)), "--output-prefix", str(tmp / "t5d" / "chars"),
                 "--tokenizer-type", "bert-wordpiece-lowercase", "--vocab-file", str(tmp / "t5tok" / "vocab.txt"),
                 "--num-sentinel-tokens", "100", "--split-sentences")
     return str(tmp / "t5d" / "chars_text_document")

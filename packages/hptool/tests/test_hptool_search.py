@@ -6,7 +6,6 @@ subprocess has a timeout; the file takes about 2-3 minutes on 2 busy cores.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -17,9 +16,8 @@ from pathlib import Path
 import pytest
 from bignlp_hptool.config import load_hp_config
 from bignlp_hptool.tool import run_hp_tool
+from hptool_helpers import DATA, corpus_slice
 
-REPO = Path(__file__).resolve().parents[3]
-DATA = REPO / "tests" / "data"
 BIN = Path(sys.executable).parent
 
 
@@ -36,20 +34,10 @@ def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _slice(tmp: Path, num_docs: int = 300) -> Path:
-    out = tmp / "slice.jsonl"
-    with gzip.open(DATA / "corpus" / "demo-en.jsonl.gz", "rt") as f, open(out, "w") as g:
-        for i, line in enumerate(f):
-            if i >= num_docs:
-                break
-            g.write(line)
-    return out
-
-
 @pytest.fixture(scope="module")
 def gpt_data(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("gptdata")
-    res = _run([_script("bignlp-dataprep"), "preprocess", "--input", str(_slice(tmp)), "--output-prefix",
+    res = _run([_script("bignlp-dataprep"), "preprocess", "--input", str(corpus_slice(tmp)), "--output-prefix",
                 str(tmp / "d" / "demo"), "--json-keys", "text", "--tokenizer-type", "gpt2-bpe", "--vocab-file",
                 str(DATA / "gpt2" / "vocab.json"), "--merges-file", str(DATA / "gpt2" / "merges.txt"), "--append-eod"])
     assert res.returncode == 0, res.stderr[-2000:]
@@ -59,7 +47,7 @@ def gpt_data(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def t5_data(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("t5data")
-    res = _run([_script("bignlp-dataprep"), "preprocess", "--input", str(_slice(tmp)), "--output-prefix",
+    res = _run([_script("bignlp-dataprep"), "preprocess", "--input", str(corpus_slice(tmp)), "--output-prefix",
                 str(tmp / "d" / "demo"), "--json-keys", "text", "--tokenizer-type", "bert-wordpiece-lowercase",
                 "--vocab-file", str(DATA / "bert" / "vocab.txt"), "--num-sentinel-tokens", "100", "--split-sentences"])
     assert res.returncode == 0, res.stderr[-2000:]
