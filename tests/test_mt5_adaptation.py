@@ -149,7 +149,8 @@ def test_prompt_learn_mt5_squad_then_evaluate_prompt(root, tmp_path):
          "model.data.max_new_tokens=8"])
     # only the prompts learn, on a frozen base pretrained for 20 steps: its encoder passes the prompts almost no
     # gradient (measured: grad norm 0.005 at step 1, then below 1e-3) and the validation loss moves little
-    # (measured 8.3304 -> 8.3279 and 8.3073 -> 8.3065 in two runs); a longer-trained base is what prompts can steer (test_train_prompt_learning.py)
+    # (measured 8.3304 -> 8.3279 and 8.3073 -> 8.3065 in two runs); a longer-trained base is what prompts can
+    # steer (test_train_prompt_learning.py, test_train_prompt_t5.py)
     val = [r["val_loss"] for r in _records(run_dir) if r.get("event") == "validation"]
     assert len(val) == 2 and val[1] < val[0], val
     losses = [r["loss"] for r in _records(run_dir) if r.get("event") == "train"]

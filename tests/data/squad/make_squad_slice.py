@@ -2,9 +2,9 @@
 
 train-v1.1-slice.json: 400 questions from articles 0-39; dev-v1.1-slice.json: 100 questions from
 articles 40-47 (no article in both), at most PER_ARTICLE from one article. train-v1.1-articles-0-39.json.gz:
-every question of articles 0-39 (2,838), enough for a tiny T5 to answer the held-out dev slice above F1 0. Only paragraphs of at most
-MAX_CONTEXT characters are taken, so
-that a tiny CPU model's 128-token encoder sees most of the paragraph. Both files keep the official
+every question of articles 0-39 (2,838): the training set for held-out runs on the dev slice. Only paragraphs
+of at most MAX_CONTEXT characters are taken, so that a tiny CPU model's 128-token encoder sees most of the
+paragraph. Both files keep the official
 SQuAD v1.1 JSON form. The source's BIG-bench canary string is kept. Deterministic: rerunning gives the same bytes.
 
     python tests/data/squad/make_squad_slice.py [../shared/data/eval/squad-v1.1-dev.json.gz]
