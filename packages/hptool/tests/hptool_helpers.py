@@ -1,9 +1,14 @@
-"""What bignlp-hptool's tests share: the repository's shipped demo corpus, a slice of it as JSONL."""
+"""What bignlp-hptool's tests share: the repository's shipped demo corpus, a slice of it as JSONL, and the
+installed console scripts."""
 
 from __future__ import annotations
 
 import gzip
+import shutil
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "tests" / "data"
@@ -18,3 +23,12 @@ def corpus_slice(tmp: Path, num_docs: int = 300) -> Path:
                 break
             g.write(line)
     return out
+
+
+def script(name: str) -> str:
+    """The console script ``name`` beside this Python (else on PATH), or a skip saying to install it."""
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} is not installed (make setup)")
+    return found

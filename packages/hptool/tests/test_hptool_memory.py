@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,12 @@ from bignlp_hptool.basecfg import ModelShape
 from bignlp_hptool.hardware import GPU_KINDS
 from bignlp_hptool.perf import ACCOUNTED, Layout, predict_memory
 from bignlp_hptool.search import read_memory
-from hptool_helpers import corpus_slice
+from hptool_helpers import corpus_slice, script
 
 from bignlp_models.gpt import GPTConfig
 from bignlp_models.spec import get_family
 from bignlp_models.t5 import T5Config
 
-BIN = Path(sys.executable).parent
 BOUND = 0.10
 VOCAB = {"gpt": 257, "t5": 209}  # the datasets' tokenizers (T5: 109 WordPiece tokens + 100 sentinels)
 # a GPT small enough to step in a fraction of a second whose layers still hold most of the activations
@@ -74,14 +72,6 @@ CASES = [
 FAST = {"1 process", "1 process, bf16, selective", "DP=2", "TP=2", "PP=2 (1F1B, 4 micro-batches)", "T5, 1 process"}
 
 
-def _script(name: str) -> str:
-    path = BIN / name
-    found = str(path) if path.exists() else shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} is not installed (make setup)")
-    return found
-
-
 def _byte_vocabulary(out: Path) -> tuple[Path, Path]:
     """GPT-2's 256 byte symbols (in GPT-2's order) and <|endoftext|>, no merges: one token per byte."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -98,7 +88,7 @@ def _byte_vocabulary(out: Path) -> tuple[Path, Path]:
 
 
 def _preprocess(*args: str) -> None:
-    res = subprocess.run([_script("bignlp-dataprep"), "preprocess", "--json-keys", "text", *args],
+    res = subprocess.run([script("bignlp-dataprep"), "preprocess", "--json-keys", "text", *args],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
 
@@ -165,7 +155,7 @@ def run_case(case: Case, data: dict[str, str], tmp: Path) -> dict:
     lay = case.layout
     nproc = lay.tp * lay.pp * lay.dp
     config = "gpt3/tiny-cpu" if case.family == "gpt" else "t5/tiny-cpu"
-    cmd = [_script("bignlp-train"), "pretrain", "--config", config, "--nproc-per-node", str(nproc),
+    cmd = [script("bignlp-train"), "pretrain", "--config", config, "--nproc-per-node", str(nproc),
            *train_overrides(case, data[case.family], run_dir)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})

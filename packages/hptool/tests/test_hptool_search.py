@@ -8,25 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from bignlp_hptool.config import load_hp_config
 from bignlp_hptool.tool import run_hp_tool
-from hptool_helpers import DATA, corpus_slice
-
-BIN = Path(sys.executable).parent
-
-
-def _script(name: str) -> str:
-    path = BIN / name
-    found = str(path) if path.exists() else shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} is not installed (make setup)")
-    return found
+from hptool_helpers import DATA, corpus_slice, script
 
 
 def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -37,7 +24,7 @@ def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def gpt_data(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("gptdata")
-    res = _run([_script("bignlp-dataprep"), "preprocess", "--input", str(corpus_slice(tmp)), "--output-prefix",
+    res = _run([script("bignlp-dataprep"), "preprocess", "--input", str(corpus_slice(tmp)), "--output-prefix",
                 str(tmp / "d" / "demo"), "--json-keys", "text", "--tokenizer-type", "gpt2-bpe", "--vocab-file",
                 str(DATA / "gpt2" / "vocab.json"), "--merges-file", str(DATA / "gpt2" / "merges.txt"), "--append-eod"])
     assert res.returncode == 0, res.stderr[-2000:]
@@ -47,7 +34,7 @@ def gpt_data(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def t5_data(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("t5data")
-    res = _run([_script("bignlp-dataprep"), "preprocess", "--input", str(corpus_slice(tmp)), "--output-prefix",
+    res = _run([script("bignlp-dataprep"), "preprocess", "--input", str(corpus_slice(tmp)), "--output-prefix",
                 str(tmp / "d" / "demo"), "--json-keys", "text", "--tokenizer-type", "bert-wordpiece-lowercase",
                 "--vocab-file", str(DATA / "bert" / "vocab.txt"), "--num-sentinel-tokens", "100", "--split-sentences"])
     assert res.returncode == 0, res.stderr[-2000:]
@@ -58,7 +45,7 @@ def t5_data(tmp_path_factory) -> str:
 def test_base_configs_resolve_in_bignlp_train(name, tmp_path):
     result = run_hp_tool(load_hp_config(name, ["run_training_hp_search=false", f"train_settings.logs={tmp_path}"]),
                          log=lambda *_: None)
-    res = _run([_script("bignlp-train"), "show-config", "--config", str(result.base_config_path)], timeout=120)
+    res = _run([script("bignlp-train"), "show-config", "--config", str(result.base_config_path)], timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "num_layers" in res.stdout
 
@@ -72,7 +59,7 @@ def test_tiny_base_config_trains_three_steps(family, tmp_path, request):
     import yaml
 
     full_steps = yaml.safe_load(result.base_config_path.read_text())["trainer"]["max_steps"]
-    res = _run([_script("bignlp-train"), "pretrain", "--config", str(result.base_config_path),
+    res = _run([script("bignlp-train"), "pretrain", "--config", str(result.base_config_path),
                 f"model.optim.sched.max_steps={full_steps}",  # the full run's schedule, cut at step 3
                 f"model.data.data_prefix=[1.0,{data}]", f"exp_manager.explicit_log_dir={tmp_path / 'run'}",
                 "trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
