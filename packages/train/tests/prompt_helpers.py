@@ -111,6 +111,20 @@ def base_document(rng: random.Random, length: int = 6) -> tuple[str, str]:
     return "question : " + " ".join(words) + " ?", key
 
 
+def t5_loss(model, enc: list[list[int]], dec: list[list[int]]):
+    """Teacher-forced loss of a T5 on encoder and decoder id lists (padded with 0; a decoder list is
+    ``<bos> target <eos>``: the model reads all but the last, is scored on all but the first)."""
+    from bignlp_models import lm_loss
+
+    n, m = max(map(len, enc)), max(map(len, dec))
+    e = torch.tensor([s + [0] * (n - len(s)) for s in enc])
+    d = torch.tensor([s + [0] * (m - len(s)) for s in dec])
+    emask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in enc]).bool()
+    real = torch.tensor([[1] * len(s) + [0] * (m - len(s)) for s in dec])
+    logits = model(e, decoder_tokens=d[:, :-1], encoder_mask=emask, decoder_mask=real[:, :-1].bool())
+    return lm_loss(logits, d[:, 1:], real[:, 1:])
+
+
 def _pretrain(model, tokenizer, family: str, *, steps: int, seed: int, batch: int = 32) -> None:
     """A few hundred AdamW steps on ``base_document``s (a test fixture, not the product's pretraining)."""
     from bignlp_models import lm_loss
@@ -128,15 +142,8 @@ def _pretrain(model, tokenizer, family: str, *, steps: int, seed: int, batch: in
             mask = torch.tensor([[1] * (len(s) - 1) + [0] * (n - len(s)) for s in seqs])
             loss = lm_loss(model(ids[:, :-1]), ids[:, 1:], mask)
         else:
-            enc = [tokenizer.encode(q) for q, _ in docs]
-            dec = [[cls] + tokenizer.encode(a) + [sep] for _, a in docs]
-            n, m = max(map(len, enc)), max(map(len, dec))
-            e = torch.tensor([s + [0] * (n - len(s)) for s in enc])
-            d = torch.tensor([s + [0] * (m - len(s)) for s in dec])
-            emask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in enc]).bool()
-            real = torch.tensor([[1] * len(s) + [0] * (m - len(s)) for s in dec])
-            logits = model(e, decoder_tokens=d[:, :-1], encoder_mask=emask, decoder_mask=real[:, :-1].bool())
-            loss = lm_loss(logits, d[:, 1:], real[:, 1:])
+            loss = t5_loss(model, [tokenizer.encode(q) for q, _ in docs],
+                           [[cls] + tokenizer.encode(a) + [sep] for _, a in docs])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -172,3 +179,12 @@ def generations(base: Path, prompt_checkpoint: Path | None, data: Path, *, famil
     drop = {roles.eos, roles.sentinel}
     texts = [lm.tokenizer.decode([t for t in tokens if t not in drop]).strip() for tokens in out.tokens]
     return out.tokens, sum(t == row["answer"] for t, row in zip(texts, rows)) / len(rows)
+
+
+def assert_one_line(result, code: int, *needles: str) -> None:
+    """A CLI refusal: exit ``code``, one ``bignlp-train:`` line naming every needle, no traceback."""
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith("bignlp-train: ") and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from prompt_helpers import generations, make_base, make_task_data, prompt_overrides
+from prompt_helpers import assert_one_line, generations, make_base, make_task_data, prompt_overrides
 
 from bignlp_models import load_state_dict_only
 from bignlp_models.prompt import load_prompt_checkpoint
@@ -177,35 +177,27 @@ def _cli(base, run_dir, train, *extra, **kw):
                                      *prompt_overrides(base, run_dir, train, *extra, **kw)])
 
 
-def _one_line(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines[0].startswith("bignlp-train: ") and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_template_field_not_in_the_data(gpt_base, data, tmp_path):
     result = _cli(gpt_base, tmp_path / "run", data["train"],
                   template="<|VIRTUAL_PROMPT_0|>title: {title} context: {context} answer: {answer}")
-    _one_line(result, 4, "train.jsonl:1", "{title}")
+    assert_one_line(result, 4, "train.jsonl:1", "{title}")
     assert not (tmp_path / "run").exists()
 
 
 def test_virtual_token_splits_not_summing_to_the_total(gpt_base, data, tmp_path):
     result = _cli(gpt_base, tmp_path / "run", data["train"],
                   template="<|VIRTUAL_PROMPT_0|>context: {context} <|VIRTUAL_PROMPT_1|>answer: {answer}")
-    _one_line(result, 2, "virtual_token_splits")
+    assert_one_line(result, 2, "virtual_token_splits")
     overrides = prompt_overrides(gpt_base, tmp_path / "run", data["train"])
     overrides = [o.replace("virtual_token_splits: [4]", "virtual_token_splits: [3]") for o in overrides]
     result = CliRunner().invoke(main, ["prompt-learn", "--config", "gpt3/squad", *overrides])
-    _one_line(result, 2, "sum to 3", "total_virtual_tokens=4")
+    assert_one_line(result, 2, "sum to 3", "total_virtual_tokens=4")
 
 
 def test_answer_field_not_at_the_end(gpt_base, data, tmp_path):
     result = _cli(gpt_base, tmp_path / "run", data["train"],
                   template="<|VIRTUAL_PROMPT_0|>answer: {answer} context: {context}")
-    _one_line(result, 2, "answer_field", "must end with {answer}")
+    assert_one_line(result, 2, "answer_field", "must end with {answer}")
 
 
 @pytest.mark.parametrize("style", ["p-tuning", "prompt-tuning"])
@@ -214,7 +206,7 @@ def test_both_styles_are_selectable(style):
     assert cfg.model.virtual_prompt_style == style
     result = CliRunner().invoke(main, ["prompt-learn", "--config", "gpt3/squad",
                                        "model.virtual_prompt_style=prompt_tuning"])
-    _one_line(result, 2, "virtual_prompt_style='prompt_tuning'", "use prompt-tuning")
+    assert_one_line(result, 2, "virtual_prompt_style='prompt_tuning'", "use prompt-tuning")
 
 
 def test_restoring_prompts_onto_another_base(gpt_base, data, tmp_path):
@@ -222,12 +214,12 @@ def test_restoring_prompts_onto_another_base(gpt_base, data, tmp_path):
     other = make_base(tmp_path / "other", "gpt", seed=7)  # same tokenizer files, other weights
     result = _cli(other, tmp_path / "second", data["other"], f"model.restore_path={first.output}",
                   "model.existing_tasks=[keys]", taskname="other")
-    _one_line(result, 3, "pins base manifest sha256")
+    assert_one_line(result, 3, "pins base manifest sha256")
     assert not (tmp_path / "second").exists()
     other = make_base(tmp_path / "retok", "gpt", seed=7, extra_words=("extra",))  # another vocabulary
     result = _cli(other, tmp_path / "second", data["other"], f"model.restore_path={first.output}",
                   "model.existing_tasks=[keys]", taskname="other")
-    _one_line(result, 3, "another tokenizer")
+    assert_one_line(result, 3, "another tokenizer")
 
 
 def test_help():
@@ -298,7 +290,7 @@ def test_too_long_examples_are_truncated_or_skipped_and_counted(gpt_base, data, 
         gpt_base, tmp_path / "run", mixed, "model.data.max_seq_length=12")))
     assert plan12.skipped["train"] == {"keys": 1} and len(plan12.train) == 3  # 6 too many, 1 context token to cut
     result = _cli(gpt_base, tmp_path / "run", data["train"], "model.data.max_seq_length=9")
-    _one_line(result, 2, "no usable example", "'keys': 512")
+    assert_one_line(result, 2, "no usable example", "'keys': 512")
 
 
 @pytest.mark.parametrize("name", ["gpt3/squad", "t5/squad", "mt5/squad"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from prompt_helpers import make_base, make_task_data, prompt_overrides
+from prompt_helpers import assert_one_line, make_base, make_task_data, prompt_overrides
 
 from bignlp_contracts.launch import launch_local
 from bignlp_models.prompt import load_prompt_checkpoint
@@ -224,14 +224,6 @@ def test_kill_9_of_a_data_parallel_run_then_resume_equals_one_process(base, data
     assert_equals_one_process(run_dir, one_process)
 
 
-def _one_line(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines[0].startswith("bignlp-train: ") and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("extra,nproc,needles", [
     (("model.micro_batch_size=8",), 2, ("model.global_batch_size=8", "micro_batch_size=8 × data-parallel size 2")),
     (("model.tensor_model_parallel_size=3",), 3, ("model.tensor_model_parallel_size=3", "4 attention heads")),
@@ -245,7 +237,7 @@ def test_layouts_that_do_not_fit_are_refused_before_any_worker_starts(base, data
 
     result = CliRunner().invoke(main, ["prompt-learn", "--config", "gpt3/squad", "--nproc-per-node", str(nproc),
                                        *overrides(base, data, tmp_path / "run", *extra)])
-    _one_line(result, 2, *needles)
+    assert_one_line(result, 2, *needles)
     assert not (tmp_path / "run").exists()
 
 
@@ -258,4 +250,4 @@ def test_a_t5_base_is_refused_tensor_and_pipeline_parallelism(data, tmp_path):
     for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
         result = CliRunner().invoke(main, ["prompt-learn", "--config", "t5/squad", "--nproc-per-node", "2",
                                            *overrides(t5, data, tmp_path / "run", f"model.{key}=2")])
-        _one_line(result, 2, f"model.{key}=2", "only a GPT base", "set model.tensor_model_parallel_size=1")
+        assert_one_line(result, 2, f"model.{key}=2", "only a GPT base", "set model.tensor_model_parallel_size=1")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from prompt_helpers import NUM_FILLERS, NUM_KEYS, generations, make_base, prompt_overrides
+from prompt_helpers import NUM_FILLERS, NUM_KEYS, generations, make_base, prompt_overrides, t5_loss
 
 from bignlp_models.prompt import load_prompt_checkpoint
 from bignlp_train import prompt_learning as pl
@@ -41,7 +41,7 @@ def make_two_skill_t5(out: Path, *, steps: int, seed: int = 0, lr: float = 1e-3)
     """A tiny T5 pretrained (AdamW, 32 rows a step) on ``key : X ? <extra_id_0>`` → ``<extra_id_0>`` + the key of X,
     ``value : ...`` → the value and ``X ? <extra_id_0>`` → the key, a third each (3e-3 learns the framed
     skills far worse than 1e-3)."""
-    from bignlp_models import get_family, lm_loss, load_model, save_model_checkpoint
+    from bignlp_models import get_family, load_model, save_model_checkpoint
 
     make_base(out.parent / f"{out.name}-init", "t5", seed=seed, extra_words=("key", "value", *VALUES))
     init = load_model(out.parent / f"{out.name}-init")
@@ -58,13 +58,7 @@ def make_two_skill_t5(out: Path, *, steps: int, seed: int = 0, lr: float = 1e-3)
             skill = rng.choice(("key", "value", ""))
             enc.append([*tok.encode(f"{skill} : {text} ?" if skill else f"{text} ?"), sentinel])
             dec.append([tok.cls_id, sentinel, *tok.encode(value if skill == "value" else key), tok.sep_id])
-        n, m = max(map(len, enc)), max(map(len, dec))
-        e = torch.tensor([s + [0] * (n - len(s)) for s in enc])
-        d = torch.tensor([s + [0] * (m - len(s)) for s in dec])
-        emask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in enc]).bool()
-        real = torch.tensor([[1] * len(s) + [0] * (m - len(s)) for s in dec])
-        logits = model(e, decoder_tokens=d[:, :-1], encoder_mask=emask, decoder_mask=real[:, :-1].bool())
-        loss = lm_loss(logits, d[:, 1:], real[:, 1:])
+        loss = t5_loss(model, enc, dec)
         opt.zero_grad()
         loss.backward()
         opt.step()
