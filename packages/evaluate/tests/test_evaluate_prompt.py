@@ -18,11 +18,11 @@ from bignlp_models.prompt import base_record, save_prompt_checkpoint
 TEMPLATE = "<|VIRTUAL_PROMPT_0|> Context: {context} <|VIRTUAL_PROMPT_1|> Answer: {answer}"
 
 
-def make_prompts(out: Path, base: Path, *, hidden: int, seed: int = 0) -> Path:
+def make_prompts(out: Path, base: Path, *, hidden: int, seed: int = 0, truncate_field: str | None = "context") -> Path:
     torch.manual_seed(seed)
     task = {"taskname": "squad", "prompt_template": TEMPLATE, "total_virtual_tokens": 5,
             "virtual_token_splits": [3, 2], "answer_only_loss": True, "answer_field": "answer",
-            "truncate_field": "context", "offset": 0, "virtual_prompt_style": "p-tuning", "max_new_tokens": 4}
+            "truncate_field": truncate_field, "offset": 0, "virtual_prompt_style": "p-tuning", "max_new_tokens": 4}
     save_prompt_checkpoint(out, rows=torch.randn(5, hidden) * 3, tasks=[task], base=base_record(base),
                            producer=Producer("test", "0"))
     return out
@@ -102,6 +102,26 @@ def test_t5_prompts(tmp_path):
     assert result.exit_code == 0, result.output
     summary = read_manifest(tmp_path / "ev", "evaluation").summary
     assert summary["family"] == "t5" and set(summary["metrics"]["squad"]) == {"exact_match", "f1"}
+
+
+def test_lines_too_long_are_skipped_and_counted_as_training_skips_them(tmp_path):
+    base = t5_base(tmp_path / "t5")  # 64 positions
+    prompts = make_prompts(tmp_path / "prompts", base, hidden=32, truncate_field=None)
+    data = write_data(tmp_path / "test.jsonl")
+    with data.open("a") as f:
+        f.write(json.dumps({"taskname": "squad", "context": " ".join(["red green blue"] * 40), "answer": "x"}) + "\n")
+    result = run("--prompt-checkpoint", str(prompts), "--data", str(data), "--output", str(tmp_path / "ev"))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 line(s) longer than the model takes" in result.output and "test.jsonl:5" in result.output
+    assert read_manifest(tmp_path / "ev", "evaluation").summary["skipped_too_long"] == 1
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert len(results["predictions"]) == 4 and results["skipped"] == [f"{data}:5"]
+    out = tmp_path / "all"
+    data.write_text(data.read_text().splitlines(keepends=True)[-1])
+    result = run("--prompt-checkpoint", str(prompts), "--data", str(data), "--output", str(out))
+    last = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 4 and last.startswith("bignlp-evaluate: ") and "every line is longer" in last
+    assert "Traceback" not in result.output and not (out / "manifest.json").exists()
 
 
 def _refused(result, code: int, needle: str, output: Path) -> None:

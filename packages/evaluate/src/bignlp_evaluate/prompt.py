@@ -116,31 +116,38 @@ def evaluate_prompts(prompt_checkpoint: str | Path, *, data: str | Path, output:
     def new_tokens(name: str) -> int:
         return max_new_tokens or int(prompts_ckpt.tasks[name].get("max_new_tokens") or 32)
 
-    encoded = []
+    encoded, skipped = [], []
     for where, fields in rows:
         template = templates[fields["taskname"]]
         budget = None if positions is None else (positions - new_tokens(template.taskname) if family != "t5"
                                                  else positions)
         ex = encode_example(template, fields, tokenizer, offset=template.offset, vocab_size=vocab, family=family,
                             roles=roles, max_length=budget, with_answer=False)
-        if ex is None:
-            raise InputError(f"{where}: longer than the model takes and its truncate_field cannot absorb it")
+        if ex is None:  # as training does: skipped, and said (log, results.json, summary)
+            skipped.append(where)
+            continue
         prompt = [t for t in ex.prompt if t < vocab] if disable_virtual_tokens else ex.prompt
         answer = fields.get(template.answer_field)
         answers = [str(a) for a in answer] if isinstance(answer, list) else [str(answer)]
-        encoded.append((fields["taskname"], prompt, answers))
+        encoded.append((where, fields["taskname"], prompt, answers))
+    if skipped:
+        log(f"skipped {len(skipped)} line(s) longer than the model takes, with nothing left to cut in their "
+            f"truncate_field (first: {skipped[0]}); scored: {len(encoded)}")
+    if not encoded:
+        raise InputError(f"{data}: every line is longer than the model takes (first: {skipped[0]})",
+                         hint="set truncate_field in the task's template, or use a base with more positions")
 
-    order = sorted(range(len(encoded)), key=lambda i: (encoded[i][0], len(encoded[i][1])))
+    order = sorted(range(len(encoded)), key=lambda i: (encoded[i][1], len(encoded[i][2])))
     predictions: list[str | None] = [None] * len(encoded)
     specials = {roles.eos, roles.pad} | ({roles.sentinel} if roles.sentinel is not None else set())
     started = last = time.monotonic()
     done = 0
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        task_of = {encoded[i][0] for i in chunk}
+        task_of = {encoded[i][1] for i in chunk}
         steps = max(new_tokens(name) for name in task_of)
         kwargs = {"decoder_start_token_id": roles.bos} if family == "t5" else {}
-        out = generate(loaded.model, [encoded[i][1] for i in chunk], max_new_tokens=steps, greedy=True,
+        out = generate(loaded.model, [encoded[i][2] for i in chunk], max_new_tokens=steps, greedy=True,
                        stop_token_ids=[roles.eos], pad_id=roles.pad, **kwargs)
         for i, tokens in zip(chunk, out.tokens):
             predictions[i] = tokenizer.decode([t for t in tokens if t not in specials]).strip()
@@ -153,16 +160,16 @@ def evaluate_prompts(prompt_checkpoint: str | Path, *, data: str | Path, output:
             last = now
 
     per_task: dict[str, dict[str, float]] = {}
-    for name in dict.fromkeys(e[0] for e in encoded):
-        idx = [i for i, e in enumerate(encoded) if e[0] == name]
-        per_task[name] = squad_scores([predictions[i] for i in idx], [encoded[i][2] for i in idx])
-    overall = squad_scores(predictions, [e[2] for e in encoded])
+    for name in dict.fromkeys(e[1] for e in encoded):
+        idx = [i for i, e in enumerate(encoded) if e[1] == name]
+        per_task[name] = squad_scores([predictions[i] for i in idx], [encoded[i][3] for i in idx])
+    overall = squad_scores(predictions, [e[3] for e in encoded])
     table = [Row(name, metric, value, None) for name, scores in per_task.items() for metric, value in scores.items()]
     if len(per_task) > 1:
         table += [Row("all", metric, value, None) for metric, value in overall.items()]
     results = {"results": per_task, "overall": overall, "disable_virtual_tokens": disable_virtual_tokens,
-               "predictions": [{"line": where, "taskname": e[0], "prediction": p, "answers": e[2]}
-                               for (where, _), e, p in zip(rows, encoded, predictions)]}
+               "predictions": [{"line": e[0], "taskname": e[1], "prediction": p, "answers": e[3]}
+                               for e, p in zip(encoded, predictions)], "skipped": skipped}
     with atomic_directory(output) as tmp:
         (tmp / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         (tmp / "results.md").write_text(markdown_table(table, model=Path(prompt_checkpoint).name))
@@ -173,6 +180,7 @@ def evaluate_prompts(prompt_checkpoint: str | Path, *, data: str | Path, output:
                        files=["results.json", "results.md", "results.csv", "config.yaml"], config=config or {},
                        inputs=[input_record(prompt_checkpoint), input_record(record["path"]), input_record(data)],
                        summary={"tasks": list(per_task), "metrics": metrics_summary(table), "family": family,
-                                "disable_virtual_tokens": disable_virtual_tokens, "num_examples": len(encoded)})
+                                "disable_virtual_tokens": disable_virtual_tokens, "num_examples": len(encoded),
+                                "skipped_too_long": len(skipped)})
     log(f"wrote {output}")
     return output
