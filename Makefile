@@ -112,6 +112,8 @@ demo-t5: setup ## T5: span-corruption pretraining on the corpus, fine-tuning on 
 	@echo "  task data   $(DEMO_T5_DIR)/squad           (task-data: t5/*_src.txt, *_tgt.txt, prompt/*.jsonl)"
 	@echo "  fine-tuned  $(DEMO_T5_DIR)/squad_finetune  (best checkpoint by validation F1)"
 	@echo "  evaluation  $(DEMO_T5_DIR)/eval            (results.md: SQuAD EM/F1 on 100 held-out questions)"
+	@echo "A T5 this small, trained for minutes on CPU cores, does not read SQuAD yet: expect EM/F1 near 0 here;"
+	@echo "the demo shows the pipeline and its artifacts (packages/train/README.md, fine-tuning: what was measured)."
 
 test: setup triton-env ## run every package's tests and the end-to-end tests, but the ones marked slow
 	$(BIN)/python -m pytest -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS) packages tests
