@@ -25,6 +25,37 @@ def _config_option(required: bool):
 _overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY.SUB=VALUE]...")
 
 
+def _refuse_nproc_under_a_launcher(nproc_per_node: int) -> None:
+    if nproc_per_node > 1 and discover_run_env().is_distributed:
+        raise click.UsageError("--nproc-per-node starts workers itself; under torchrun or srun leave it at 1")
+
+
+def _launch_workers(ctx: click.Context, command: str, config_name: str, overrides: tuple[str, ...],
+                    nproc_per_node: int, run_dir) -> None:
+    """Run ``command`` again in ``nproc_per_node`` local workers and exit with their status; a busy run
+    directory (another run holds its lock) starts none."""
+    from bignlp_contracts import probe_run_lock
+
+    from .launch import launch_local
+    from .rundir import BUSY_HINT
+
+    probe_run_lock(run_dir, hint=BUSY_HINT)
+    argv = [sys.executable, "-m", "bignlp_train", command, "--config", config_name, *overrides]
+    ctx.exit(launch_local(argv, nproc_per_node))
+
+
+def _exit_if_stopped(ctx: click.Context, result, why: str | None = None) -> None:
+    """A run stopped by its time limit or a signal exits "retryable" (75) so the sbatch template requeues it;
+    rank 0 says so. Every rank knows the stop (rank 0 decides for all), so srun sees one code, not 0 and 75."""
+    if not result.stopped_early:
+        return
+    if result.rank == 0:
+        by = f" by {why}" if why else ""
+        click.echo(f"{PROG}: stopped{by} at step {result.step}/{result.max_steps}; exiting with "
+                   f"{RetryableError.exit_code} (retryable): run the same command to continue", err=True)
+    ctx.exit(RetryableError.exit_code)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROG)
 def main() -> None:
@@ -58,8 +89,7 @@ def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, override
         model.data.data_prefix=[1.0,data/demo-en_text_document] \\
         exp_manager.explicit_log_dir=results/tiny trainer.max_steps=50
     """
-    if nproc_per_node > 1 and discover_run_env().is_distributed:
-        raise click.UsageError("--nproc-per-node starts workers itself; under torchrun or srun leave it at 1")
+    _refuse_nproc_under_a_launcher(nproc_per_node)
     with exit_on_error(PROG):
         cfg = load_train_config(config_name, overrides)
         from .trainer import plan_run
@@ -67,21 +97,10 @@ def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, override
 
         if nproc_per_node > 1:
             plan_run(cfg, nproc_per_node)  # one error line here rather than one per worker
-            from bignlp_contracts import probe_run_lock
-
-            from .rundir import BUSY_HINT
-
-            probe_run_lock(cfg.exp_manager.run_dir(), hint=BUSY_HINT)  # a busy run dir: no worker starts
-            from .launch import launch_local
-
-            argv = [sys.executable, "-m", "bignlp_train", "pretrain", "--config", config_name, *overrides]
-            ctx.exit(launch_local(argv, nproc_per_node))
+            _launch_workers(ctx, "pretrain", config_name, overrides, nproc_per_node, cfg.exp_manager.run_dir())
         result = run_pretrain(cfg, log=lambda line: click.echo(line))
     if result.rank != 0:
-        # Every rank knows the stop (rank 0 decides for all): exit 75 too, so srun and the launcher
-        # see one retryable code instead of racing 0 against 75.
-        if result.stopped_early:
-            ctx.exit(RetryableError.exit_code)
+        _exit_if_stopped(ctx, result)
         return
     before = "n/a (resumed)" if result.initial_val_loss is None else f"{result.initial_val_loss:.4f}"
     after = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
@@ -92,11 +111,7 @@ def pretrain(ctx: click.Context, config_name: str, nproc_per_node: int, override
     click.echo(f"run dir: {result.run_dir}")
     latest = result.latest_checkpoint or "none (exp_manager.create_checkpoint_callback=false)"
     click.echo(f"latest checkpoint: {latest}")
-    if result.stopped_early:  # time limit or preemption signal: exit "retryable" so the sbatch template requeues
-        why = result.stopped_by_signal or "trainer.max_time"
-        click.echo(f"{PROG}: stopped by {why} at step {result.step}/{result.max_steps}; exiting with "
-                   f"{RetryableError.exit_code} (retryable): run the same command to continue", err=True)
-        ctx.exit(RetryableError.exit_code)
+    _exit_if_stopped(ctx, result, result.stopped_by_signal or "trainer.max_time")
 
 
 @main.command()
@@ -121,8 +136,7 @@ def finetune(ctx: click.Context, config_name: str, nproc_per_node: int, override
       bignlp-train finetune --config t5/squad data_dir=results/squad \\
         model.restore_from_path=results/t5_tiny exp_manager.explicit_log_dir=results/t5_squad
     """
-    if nproc_per_node > 1 and discover_run_env().is_distributed:
-        raise click.UsageError("--nproc-per-node starts workers itself; under torchrun or srun leave it at 1")
+    _refuse_nproc_under_a_launcher(nproc_per_node)
     with exit_on_error(PROG):
         from .config.finetune import load_finetune_config
         from .finetune import finetune as run_finetune
@@ -131,18 +145,10 @@ def finetune(ctx: click.Context, config_name: str, nproc_per_node: int, override
         cfg = load_finetune_config(config_name, overrides)
         if nproc_per_node > 1:
             plan = plan_finetune(cfg, nproc_per_node)  # one error line here rather than one per worker
-            from bignlp_contracts import probe_run_lock
-
-            from .launch import launch_local
-            from .rundir import BUSY_HINT
-
-            probe_run_lock(plan.run_dir, hint=BUSY_HINT)
-            argv = [sys.executable, "-m", "bignlp_train", "finetune", "--config", config_name, *overrides]
-            ctx.exit(launch_local(argv, nproc_per_node))
+            _launch_workers(ctx, "finetune", config_name, overrides, nproc_per_node, plan.run_dir)
         result = run_finetune(cfg, log=lambda line: click.echo(line))
     if result.rank != 0:
-        if result.stopped_early:
-            ctx.exit(RetryableError.exit_code)
+        _exit_if_stopped(ctx, result)
         return
     metric = result.metric
     before = result.initial_metrics.get(metric)
@@ -154,11 +160,7 @@ def finetune(ctx: click.Context, config_name: str, nproc_per_node: int, override
     best = "none" if result.best_checkpoint is None else f"{result.best_checkpoint} ({metric} {result.best_score:.4f})"
     click.echo(f"best checkpoint: {best}")
     click.echo(f"latest checkpoint: {result.latest_checkpoint or 'none'}")
-    if result.stopped_early:
-        why = result.stopped_by_signal or "trainer.max_time"
-        click.echo(f"{PROG}: stopped by {why} at step {result.step}/{result.max_steps}; exiting with "
-                   f"{RetryableError.exit_code} (retryable): run the same command to continue", err=True)
-        ctx.exit(RetryableError.exit_code)
+    _exit_if_stopped(ctx, result, result.stopped_by_signal or "trainer.max_time")
 
 
 @main.command("prompt-learn")
@@ -189,8 +191,7 @@ def prompt_learn(ctx: click.Context, config_name: str, nproc_per_node: int, over
         model.data.validation_ds=[data/squad/prompt/validation.jsonl] \\
         exp_manager.explicit_log_dir=results/gpt3_126m/prompt_learning_squad
     """
-    if nproc_per_node > 1 and discover_run_env().is_distributed:
-        raise click.UsageError("--nproc-per-node starts workers itself; under torchrun or srun leave it at 1")
+    _refuse_nproc_under_a_launcher(nproc_per_node)
     with exit_on_error(PROG):
         from .config.prompt import load_prompt_config
         from .prompt_learning import plan_prompt_learn
@@ -199,26 +200,15 @@ def prompt_learn(ctx: click.Context, config_name: str, nproc_per_node: int, over
         cfg = load_prompt_config(config_name, overrides)
         if nproc_per_node > 1:
             plan = plan_prompt_learn(cfg, nproc_per_node)  # one error line here rather than one per worker
-            from bignlp_contracts import probe_run_lock
-
-            from .launch import launch_local
-            from .rundir import BUSY_HINT
-
-            probe_run_lock(plan.run_dir, hint=BUSY_HINT)
-            argv = [sys.executable, "-m", "bignlp_train", "prompt-learn", "--config", config_name, *overrides]
-            ctx.exit(launch_local(argv, nproc_per_node))
+            _launch_workers(ctx, "prompt-learn", config_name, overrides, nproc_per_node, plan.run_dir)
         result = run_prompt_learn(cfg, log=lambda line: click.echo(line))
     if result.rank != 0:
-        if result.stopped_early:
-            ctx.exit(RetryableError.exit_code)
+        _exit_if_stopped(ctx, result)
         return
     after = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     click.echo(f"validation loss after training: {after} (step {result.step}/{result.max_steps})")
     click.echo(f"run dir: {result.run_dir}")
-    if result.stopped_early:
-        click.echo(f"{PROG}: stopped at step {result.step}/{result.max_steps}; exiting with "
-                   f"{RetryableError.exit_code} (retryable): run the same command to continue", err=True)
-        ctx.exit(RetryableError.exit_code)
+    _exit_if_stopped(ctx, result)
     click.echo(f"prompt checkpoint: {result.output}")
 
 
