@@ -74,8 +74,8 @@ def test_busy_output_and_bad_keys_refused(gpt_checkpoint, tmp_path):
     result = _run("triton", "--checkpoint", str(gpt_checkpoint), "--output", str(tmp_path / "busy"))
     assert result.returncode == 2 and "already holds something" in _one_line(result)
     result = _run("triton", "--config", "gpt3/export_gpt3", "--checkpoint", str(gpt_checkpoint), "--output",
-                  str(tmp_path / "r"), "model.tensor_model_parallel_size=2")
-    assert result.returncode == 2 and "tensor_model_parallel_size=2" in _one_line(result)
+                  str(tmp_path / "r"), "model.tensor_model_parallel_size=3")
+    assert result.returncode == 2 and "tensor parallel size 3 does not divide" in _one_line(result)
     result = _run("triton", "--checkpoint", str(gpt_checkpoint), "--output", str(tmp_path / "r"),
                   "triton_deployment.max_batch_sise=4")
     assert result.returncode == 2 and "max_batch_sise" in _one_line(result)

@@ -7,4 +7,4 @@ by a real ``tritonserver``, with the seed's accuracy check (lambada) and latency
 - ``client``: requests through the ensemble; ``accuracy``: lambada last-word accuracy; ``bench``: latency.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -13,7 +13,7 @@ import click
 from bignlp_contracts import ConfigError, InputError, exit_on_error, resolve_checkpoint, to_dict
 
 from . import __version__
-from .config import DTYPES, load_export_config, shipped_configs
+from .config import DTYPES, check_parallel, load_export_config, shipped_configs
 
 PROG = "bignlp-export"
 
@@ -71,9 +71,13 @@ def main() -> None:
 @click.option("--pipeline-parallel", type=click.IntRange(min=1), default=None,
               help="devices each instance spreads the model's layers over, in order (a model larger than one "
                    "device; on the CPU all on the CPU) [default: triton_deployment.pipeline_model_parallel_size, 1].")
+@click.option("--tensor-parallel", type=click.IntRange(min=1), default=None,
+              help="devices each instance splits every matrix over, one process each (Megatron's tensor "
+                   "parallelism; must divide the attention heads; not with --pipeline-parallel above 1) "
+                   "[default: model.tensor_model_parallel_size, 1].")
 @click.argument("overrides", nargs=-1, metavar="[KEY.SUB=VALUE]...")
 def triton_command(config_name, checkpoint, output, model_name, max_batch_size, data_type, weight_data_type,
-                   instances, instance_kind, pipeline_parallel, overrides) -> None:
+                   instances, instance_kind, pipeline_parallel, tensor_parallel, overrides) -> None:
     """Write a Triton model repository for a checkpoint (GPT, T5 or mT5).
 
     Models: preprocessing (text → ids), NAME (generation with a KV cache, Python backend), NAME_stream
@@ -85,12 +89,16 @@ def triton_command(config_name, checkpoint, output, model_name, max_batch_size, 
     Examples:
       bignlp-export triton --checkpoint results/gpt3_126m --output results/gpt3_126m/model_repo
       bignlp-export triton --config gpt3/export_gpt3 run.model_train_name=gpt3_126m --max-batch-size 16
+      bignlp-export triton --checkpoint results/gpt3_5b --output results/gpt3_5b/model_repo --tensor-parallel 2
     """
     from .repository import export_repository
 
     with exit_on_error(PROG):
         cfg = load_export_config(config_name, overrides)
         t = cfg.triton_deployment
+        tensor_parallel = tensor_parallel or cfg.model.tensor_model_parallel_size
+        pipeline_parallel = pipeline_parallel or t.pipeline_model_parallel_size
+        check_parallel(tensor_parallel, pipeline_parallel)
         if checkpoint is None:
             if not cfg.model.checkpoint_path:
                 raise ConfigError("no checkpoint to export", hint="give --checkpoint DIR (or --config with "
@@ -106,7 +114,7 @@ def triton_command(config_name, checkpoint, output, model_name, max_batch_size, 
             max_batch_size=max_batch_size or t.max_batch_size,
             data_type=data_type or t.data_type, weight_data_type=weight_data_type or cfg.model.weight_data_type,
             instances=instances or t.instances, instance_kind=instance_kind or t.instance_kind,
-            pipeline_parallel=pipeline_parallel or t.pipeline_model_parallel_size,
+            pipeline_parallel=pipeline_parallel, tensor_parallel=tensor_parallel,
             max_queue_delay_us=t.max_queue_delay_microseconds, num_threads=t.num_threads, config=to_dict(cfg),
             expected_family=cfg.run.model_type, log=_log)
         click.echo(f"{output}  ({manifest.summary['family']}: models {', '.join(manifest.summary['models'])})")

@@ -3,9 +3,16 @@
 ``bignlp-export triton --config gpt3/export_gpt3`` reads them (a launcher file with its keys under
 ``export:`` loads as it is). Flags override: ``--checkpoint`` → ``model.checkpoint_path``,
 ``--output`` → ``triton_deployment.triton_model_dir``, ``--max-batch-size``, ``--data-type``
-(``triton_deployment.data_type``), ``--instances``, ``--model-name``. FasterTransformer's
-tensor/pipeline splits have no meaning for our Python backend (one device per instance): sizes
-other than 1 are refused rather than silently ignored, as is ``int8_mode``.
+(``triton_deployment.data_type``), ``--instances``, ``--model-name``, ``--tensor-parallel``
+(``model.tensor_model_parallel_size``), ``--pipeline-parallel``
+(``triton_deployment.pipeline_model_parallel_size``).
+
+The two splits mean for our Python backend what they meant for FasterTransformer's: an instance
+with ``model.tensor_model_parallel_size`` N splits every matrix over N devices, one process each
+(Megatron's tensor parallelism: the instance is rank 0 and starts N-1 workers; N must divide the
+attention heads, checked against the checkpoint before anything is written); with
+``triton_deployment.pipeline_model_parallel_size`` N it spreads its layers over N devices in one
+process. One instance does one or the other: both above 1 are refused, as is ``int8_mode``.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ class ExportModelConfig:
     """``export.model``: the checkpoint and the weights the repository stores."""
 
     checkpoint_path: str | None = None  # a checkpoint, or a run directory / its checkpoints/ (the latest)
-    tensor_model_parallel_size: int = 1
+    tensor_model_parallel_size: int = 1  # devices (one process each) an instance splits every matrix over
     weight_data_type: str | None = None  # fp32|fp16|bf16: dtype stored in the repository (None: as checkpoint)
     processes: Any = None  # the launcher's conversion processes; unused
     load_checkpoints_to_cpu: Any = None  # unused: export always reads on the CPU
@@ -98,18 +105,25 @@ def shipped_configs() -> list[str]:
     return sorted(str(p.relative_to(CONFIGS_DIR).with_suffix("")) for p in CONFIGS_DIR.rglob("*.yaml"))
 
 
+def check_parallel(tensor_parallel: int, pipeline_parallel: int) -> None:
+    """ConfigError unless at most one of the two splits is above 1 (an instance does one or the other)."""
+    if tensor_parallel > 1 and pipeline_parallel > 1:
+        raise ConfigError(f"tensor_model_parallel_size={tensor_parallel} with pipeline_model_parallel_size="
+                          f"{pipeline_parallel}: an instance splits its matrices (TP) or spreads its layers (PP) "
+                          "over devices, not both", hint="set one of them to 1")
+
+
 def load_export_config(source: str | os.PathLike | None, overrides: Sequence[str] = ()) -> ExportConfig:
     """A shipped config name (``gpt3/export_gpt3``), a YAML path, or nothing; then ``key.sub=value`` overrides."""
     cfg = load_config(ExportConfig, source, overrides, builtin_dir=CONFIGS_DIR, section="export")
     m, t = cfg.model, cfg.triton_deployment
-    if m.tensor_model_parallel_size != 1:
-        raise ConfigError(f"model.tensor_model_parallel_size={m.tensor_model_parallel_size}: an instance does not "
-                          "split its matrices over devices (no process group inside Triton's Python backend)",
-                          hint="set it to 1; triton_deployment.pipeline_model_parallel_size=N spreads the layers "
-                               "over N devices instead")
+    if m.tensor_model_parallel_size < 1:
+        raise ConfigError(f"model.tensor_model_parallel_size={m.tensor_model_parallel_size}: must be at least 1 "
+                          "(devices an instance splits its matrices over)")
     if t.pipeline_model_parallel_size < 1:
         raise ConfigError(f"triton_deployment.pipeline_model_parallel_size={t.pipeline_model_parallel_size}: "
                           "must be at least 1 (devices per instance)")
+    check_parallel(m.tensor_model_parallel_size, t.pipeline_model_parallel_size)
     if t.int8_mode:
         raise ConfigError("triton_deployment.int8_mode=true: int8 weights are not supported; use data_type fp16/bf16")
     if t.data_type not in DTYPES or (m.weight_data_type is not None and m.weight_data_type not in DTYPES):

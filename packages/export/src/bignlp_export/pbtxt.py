@@ -41,6 +41,7 @@ class Settings:
     data_type: str
     num_threads: int
     devices_per_instance: int = 1
+    tensor_parallel_size: int = 1
 
 
 def _inputs(items) -> str:
@@ -95,7 +96,8 @@ def generator_config(name: str, s: Settings, checkpoint: str, *, decoupled: bool
     head, tail = _python_model(name, s, instances=s.instances, kind=s.instance_kind, decoupled=decoupled)
     return (_doc(title, inputs, TOKEN_OUTPUTS) + head + _inputs(inputs) + _outputs(TOKEN_OUTPUTS) + tail
             + _parameters({"checkpoint": checkpoint, "data_type": s.data_type, "num_threads": str(s.num_threads),
-                           "devices_per_instance": str(s.devices_per_instance)}))
+                           "devices_per_instance": str(s.devices_per_instance),
+                           "tensor_parallel_size": str(s.tensor_parallel_size)}))
 
 
 def ensemble_config(name: str, model: str, s: Settings, *, streaming: bool) -> str:

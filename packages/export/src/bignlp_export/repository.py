@@ -39,6 +39,7 @@ from .pbtxt import Settings, ensemble_config, generator_config, tokenizer_config
 
 BACKEND = Path(__file__).parent / "backend"
 COMMON = "export_common.py"
+TP_WORKER = "export_tp.py"  # tensor parallelism's worker and rank 0's side of it (backend/tp_worker.py)
 DTYPES = ("fp32", "fp16", "bf16")
 INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_MODEL"}
 
@@ -46,6 +47,7 @@ INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_MODEL"}
 def export_repository(checkpoint: str | Path, output: str | Path, *, model_name: str | None = None,
                       max_batch_size: int = 8, data_type: str = "fp32", weight_data_type: str | None = None,
                       instances: int = 1, instance_kind: str = "cpu", pipeline_parallel: int = 1,
+                      tensor_parallel: int = 1,
                       max_queue_delay_us: int = 5000,
                       num_threads: int = 0, config: dict[str, Any] | None = None, expected_family: str | None = None,
                       log: Callable[[str], None] = lambda _: None) -> Manifest:
@@ -56,6 +58,9 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
     checked when given. ``instance_kind``: cpu, gpu, or auto (the instance takes
     a GPU when torch sees one). ``pipeline_parallel``: devices each instance spreads the layers over
     (``bignlp_models.placement``; GPU instance on device d takes d, d+1, ... modulo the devices it sees).
+    ``tensor_parallel``: devices (and processes) each instance splits every matrix over
+    (``bignlp_models.tensor_parallel``; the same devices as ``pipeline_parallel``'s); it must divide the
+    attention heads, and goes with ``pipeline_parallel`` 1 only.
     Raises ArtifactError (one line naming the file) for a checkpoint that
     is incomplete or of an unknown family, ConfigError for options out of range.
     """
@@ -67,9 +72,13 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
     output = Path(output)
     if data_type not in DTYPES or (weight_data_type or "fp32") not in DTYPES:
         raise ConfigError(f"data type {data_type}/{weight_data_type}: expected one of {', '.join(DTYPES)}")
-    if max_batch_size < 1 or instances < 1 or pipeline_parallel < 1:
+    if max_batch_size < 1 or instances < 1 or pipeline_parallel < 1 or tensor_parallel < 1:
         raise ConfigError(f"max_batch_size={max_batch_size}, instances={instances}, pipeline_parallel="
-                          f"{pipeline_parallel}: each must be at least 1")
+                          f"{pipeline_parallel}, tensor_parallel={tensor_parallel}: each must be at least 1")
+    if tensor_parallel > 1 and pipeline_parallel > 1:
+        raise ConfigError(f"tensor_parallel={tensor_parallel} with pipeline_parallel={pipeline_parallel}: an "
+                          "instance splits its matrices or spreads its layers, not both",
+                          hint="set one of them to 1")
     if instance_kind not in INSTANCE_KINDS:
         raise ConfigError(f"instance kind {instance_kind!r}: expected one of {', '.join(INSTANCE_KINDS)}")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -80,6 +89,14 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
     if wanted and wanted != family:
         raise ConfigError(f"run.model_type={expected_family} but {reader.path} holds a {family} model",
                           hint="set run.model_type to the checkpoint's family, or drop it")
+    if tensor_parallel > 1:
+        from bignlp_models.tensor_parallel import check_tp_size
+
+        try:
+            check_tp_size(reader.config, tensor_parallel)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (--tensor-parallel, model.tensor_model_parallel_size)",
+                              hint=f"use a size that divides {reader.config.num_attention_heads}") from None
     name = model_name or family
     reserved = {"preprocessing", "postprocessing", "ensemble", "ensemble_stream"}
     if name in reserved or not name.replace("_", "").replace("-", "").isalnum():
@@ -94,7 +111,8 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
     tokenizer = tokenizer_from_summary(manifest.summary["tokenizer"], reader.path)
     settings = Settings(model_name=name, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                         instances=instances, instance_kind=INSTANCE_KINDS[instance_kind], data_type=data_type,
-                        num_threads=num_threads, devices_per_instance=pipeline_parallel)
+                        num_threads=num_threads, devices_per_instance=pipeline_parallel,
+                        tensor_parallel_size=tensor_parallel)
     producer = Producer("bignlp-export", __version__)
     with atomic_directory(output) as tmp:
         save_model_checkpoint(tmp / name / "1" / "checkpoint", family=reader.family, config=padded, state_dict=state,
@@ -113,6 +131,8 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
             (tmp / model / "config.pbtxt").write_text(pbtxt)
             shutil.copyfile(BACKEND / source, version / "model.py")
             shutil.copyfile(BACKEND / "common.py", version / COMMON)
+            if source == "generator.py":
+                shutil.copyfile(BACKEND / "tp_worker.py", version / TP_WORKER)
         for ensemble, model, streaming in (("ensemble", name, False), ("ensemble_stream", f"{name}_stream", True)):
             (tmp / ensemble / "1").mkdir(parents=True)
             text = ensemble_config(ensemble, model, settings, streaming=streaming)
@@ -129,6 +149,7 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
                      "data_type": data_type, "weight_data_type": weight_data_type or "as checkpoint",
                      "instances": instances, "instance_kind": instance_kind,
                      "pipeline_model_parallel_size": pipeline_parallel,
+                     "tensor_model_parallel_size": tensor_parallel,
                      "max_position_embeddings": int(getattr(padded, "max_position_embeddings", 0) or 0),
                      "checkpoint": f"{name}/1/checkpoint"})
     log(f"wrote {output} (models: {', '.join(written.summary['models'])})")

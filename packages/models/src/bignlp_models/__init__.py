@@ -7,6 +7,9 @@
 - ``checkpoint``: ``load_model(checkpoint)`` for inference (weights only), over one device or several.
 - ``generate``: batched generation with a KV cache (``KVCache`` in ``layers``), greedy or sampled, for
   every family (``decoding``: the per-family adapter, decoder-only or encoder-decoder).
+- ``tensor_parallel``: Megatron's tensor parallelism from each family's plan (``apply_tp``, training's and
+  inference's), and ``load_model_tp`` (a checkpoint sharded over a TP process group, for ``generate``).
+  Imported on its own (``bignlp_models.tensor_parallel``): it pulls in torch's DTensor machinery.
 """
 
 from .checkpoint import (

@@ -153,6 +153,8 @@ def _decode(model: nn.Module, prompts: list[list[int]], *, max_new_tokens: int, 
     """The prompts checked and batched now, then per step: (batch,) new tokens (pad_id in stopped rows) and
     (batch,) whether each row was still going."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    if vocab_size is None:  # a tensor-parallel model's vocabulary padded for divisibility (tensor_parallel.py)
+        vocab_size = getattr(model, "unpadded_vocab_size", None)
     decoding = decoding_for(model, decoder_start_token_id=decoder_start_token_id)
     tokens, padding_mask = decoding.batch(prompts, max_new_tokens=max_new_tokens, pad_id=pad_id,
                                           vocab_size=vocab_size, device=device)
@@ -170,7 +172,7 @@ def _steps(model: nn.Module, decoding: Decoding, tokens: torch.Tensor, padding_m
         return
     finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
     with _inference(model):
-        logits = decoding.start(tokens, padding_mask, max_new_tokens=max_new_tokens)
+        logits = _whole(decoding.start(tokens, padding_mask, max_new_tokens=max_new_tokens))
     for step in range(max_new_tokens):
         with _inference(model):
             active = ~finished
@@ -182,7 +184,14 @@ def _steps(model: nn.Module, decoding: Decoding, tokens: torch.Tensor, padding_m
         if step == max_new_tokens - 1 or bool(finished.all()):
             return
         with _inference(model):
-            logits = decoding.step(token)
+            logits = _whole(decoding.step(token))
+
+
+def _whole(logits: torch.Tensor) -> torch.Tensor:
+    """Logits of the whole vocabulary: a tensor-parallel model's come split along it (a DTensor), and every
+    rank gathers them all, so that all ranks choose the same token (bignlp_models.tensor_parallel)."""
+    full_tensor = getattr(logits, "full_tensor", None)
+    return full_tensor() if full_tensor is not None else logits
 
 
 def _as_ids(ids: int | Iterable[int]) -> tuple[int, ...]:

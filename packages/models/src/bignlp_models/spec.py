@@ -18,7 +18,7 @@ from bignlp_contracts import ArtifactError
 from . import gpt, t5
 from .decoding import DecoderOnly, Decoding, EncoderDecoder
 
-# The tensor-parallel styles a family's plan may name (train's parallelize maps each to torch's):
+# The tensor-parallel styles a family's plan may name (tensor_parallel.tp_styles maps each to torch's):
 TP_STYLES = {
     "colwise": "column-parallel linear: output features split; under SP its input is gathered along the sequence",
     "rowwise": "row-parallel linear: input features split, output summed (reduce-scattered along the sequence "

@@ -6,8 +6,8 @@ meta device so that no rank ever allocates the full weights of a large model:
 1. split into pipeline parts (the family's ``split_for_pipeline``; one part without PP): each
    part is the model with some layers absent, under the whole model's parameter names;
 2. ``parallelize(part)`` in a fixed order: tensor parallelism (+ sequence parallelism) over the
-   mesh's "tp" dim from the family's plan → activation recomputation (wrapper modules) → FSDP2
-   over the "dp" dim (the seed's ``distributed_fused_adam``, ZeRO-style);
+   mesh's "tp" dim from the family's plan (``bignlp_models.tensor_parallel.apply_tp``) → activation
+   recomputation (wrapper modules) → FSDP2 over the "dp" dim (the seed's ``distributed_fused_adam``, ZeRO-style);
 3. materialise on the device (``to_empty``) and ``init_like_one_device``: every tensor is drawn
    at its full shape in the single-device order and each rank keeps what it holds, so the
    initial weights equal one process's exactly.
@@ -26,64 +26,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
-from torch.distributed.tensor.parallel import (
-    ColwiseParallel,
-    PrepareModuleOutput,
-    RowwiseParallel,
-    SequenceParallel,
-    loss_parallel,
-    parallelize_module,
-)
-from torch.distributed.tensor.parallel.style import ParallelStyle
+from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor.parallel import loss_parallel
 
 from bignlp_models import FamilySpec
 
+# Tensor parallelism is the models library's (one implementation, shared with inference); its old names here too.
+from bignlp_models.tensor_parallel import VocabShardedWeight as _VocabShardedWeight  # noqa: F401
+from bignlp_models.tensor_parallel import apply_tp
+from bignlp_models.tensor_parallel import tp_styles as _tp_styles  # noqa: F401
+
 from .pipeline import rank_stages
 from .recompute import NO_RECOMPUTE, Recompute, apply_recompute, canonical_name, layer_stack
-from .sequence_parallel import ColwiseSequenceParallel
-
-
-def _tp_styles(style: str, sequence_parallel: bool) -> list:
-    """torch's parallel styles for one entry of a family's tensor-parallel plan (bignlp_models.spec.TP_STYLES)."""
-    stream = Shard(1) if sequence_parallel else Replicate()  # layout of the residual stream
-    if style == "colwise":
-        # With SP, the column-parallel linears keep only their 1/t sequence shard for backward.
-        return [ColwiseSequenceParallel() if sequence_parallel else ColwiseParallel(input_layouts=stream)]
-    if style == "rowwise":
-        return [RowwiseParallel(output_layouts=stream)]
-    if style == "vocab_embedding":  # rows split along the vocabulary; each rank's lookups summed
-        return [RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())]
-    if style in ("vocab_weight", "vocab_head"):
-        return [_VocabShardedWeight()]
-    if style == "head_embedding":  # columns = heads: each rank looks up its own heads' bias
-        return [ColwiseParallel(input_layouts=Replicate())]
-    if style == "final_norm":
-        # The output, as a replicated DTensor (gathered along the sequence under SP), meets the
-        # vocabulary-split output weight: the logits come out split along the vocabulary.
-        gather = PrepareModuleOutput(output_layouts=stream, desired_output_layouts=Replicate(), use_local_output=False)
-        return [SequenceParallel(), gather] if sequence_parallel else [gather]
-    if not sequence_parallel:
-        return []  # the rest is replicated: nothing to do without SP
-    if style == "norm":
-        return [SequenceParallel()]
-    if style == "embedding":  # keep this rank's sequence chunk of the output (no communication)
-        return [PrepareModuleOutput(output_layouts=Replicate(), desired_output_layouts=Shard(1))]
-    raise ValueError(f"unknown tensor-parallel style {style!r}")
-
-
-class _VocabShardedWeight(ParallelStyle):
-    """A module's ``weight`` (and ``bias``, if any) split along dim 0, the vocabulary, as the tied embedding
-    it copies or the logits it produces."""
-
-    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
-        def partition(_name: str, mod: nn.Module, mesh: DeviceMesh) -> None:
-            for name in ("weight", "bias"):
-                param = getattr(mod, name, None)
-                if param is not None and mod is module:
-                    mod.register_parameter(name, nn.Parameter(distribute_tensor(param, mesh, [Shard(0)])))
-
-        return distribute_module(module, device_mesh, partition)
 
 
 def loss_context(mesh: DeviceMesh | None) -> Callable[[], contextlib.AbstractContextManager]:
@@ -93,18 +47,6 @@ def loss_context(mesh: DeviceMesh | None) -> Callable[[], contextlib.AbstractCon
     if mesh is not None and "tp" in (mesh.mesh_dim_names or ()) and mesh["tp"].size() > 1:
         return loss_parallel
     return contextlib.nullcontext
-
-
-def apply_tp(part: nn.Module, spec: FamilySpec, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
-    """Megatron's tensor parallelism (optionally with sequence parallelism) from the family's plan.
-
-    Column-parallel linears split their output features (whole heads per rank), row-parallel ones
-    their input features; with sequence parallelism the residual stream between them (norms,
-    dropout, residual adds) is split along the sequence instead of replicated.
-    """
-    for path, style in spec.tensor_parallel_plan(part).items():
-        for parallel_style in _tp_styles(style, sequence_parallel):
-            parallelize_module(part.get_submodule(path), tp_mesh, parallel_style)
 
 
 def apply_fsdp(part: nn.Module, spec: FamilySpec, dp_mesh: DeviceMesh, *,

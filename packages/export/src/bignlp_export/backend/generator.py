@@ -17,12 +17,16 @@ Greedy rows of every request in a dynamic batch are generated together; a sample
 its own, so that its seed alone decides its tokens. A malformed request gets an error response of
 its own; the others in the batch are answered. In the decoupled (streaming) model each generated
 step is one response per request (output_length 0 for rows that already ended), then a final flag.
+
+Parameters (config.pbtxt): ``devices_per_instance`` N spreads the layers over N devices (pipeline
+placement, one process); ``tensor_parallel_size`` N splits every matrix over N devices, one process
+each: this instance is rank 0 and starts N-1 workers (``export_tp.py``), which ``finalize`` stops.
+Streaming works the same with both. A dead worker fails the requests of its instance with an error.
 """
 
 import json
 import os
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,24 +35,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 from export_common import checkpoint_dir, error, optional, parameters, strings  # noqa: E402
+from export_tp import DTYPES, Framing, Row, TensorParallelGroup, generate_rows  # noqa: E402
 
-from bignlp_models import PromptError, load_model, stream_generate  # noqa: E402
+from bignlp_models import PromptError, load_model  # noqa: E402
 from bignlp_models.generate import decoding_for  # noqa: E402
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class Row:
-    request: int  # index of the request in execute()'s list
-    prompt: list
-    max_new: int
-    greedy: bool
-    temperature: float
-    top_k: int
-    top_p: float
-    seed: int
-    stop_words: list
 
 
 class TritonPythonModel:
@@ -58,24 +48,36 @@ class TritonPythonModel:
         if threads > 0:
             torch.set_num_threads(threads)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
-        # the instance's devices: its own, then the next ones when its layers are spread over several
+        # the instance's devices: its own, then the next ones when its layers are spread over several (PP) or
+        # its matrices split over several (TP: one process each, this one rank 0; export_tp.py)
         spread = int(params.get("devices_per_instance", "1") or 1)
-        devices = ["cpu"] * spread
+        tp = int(params.get("tensor_parallel_size", "1") or 1)
+        if tp > 1 and spread > 1:
+            raise ValueError(f"tensor_parallel_size={tp} with devices_per_instance={spread}: an instance splits its "
+                             f"matrices (TP) or spreads its layers (PP), not both")
+        count = max(tp, spread)
+        devices = ["cpu"] * count
         if torch.cuda.is_available() and args.get("model_instance_kind") in ("GPU", "MODEL"):
-            first, count = int(args.get("model_instance_device_id") or 0), torch.cuda.device_count()
-            devices = [f"cuda:{(first + i) % count}" for i in range(spread)]
-        self.loaded = load_model(checkpoint_dir(args, params), dtype=DTYPES[params["data_type"]],
-                                 verify=params.get("verify", "size"),
-                                 **({"device": devices[0]} if spread == 1 else {"devices": devices}))
+            first, visible = int(args.get("model_instance_device_id") or 0), torch.cuda.device_count()
+            devices = [f"cuda:{(first + i) % visible}" for i in range(count)]
+        dtype, verify = params["data_type"], params.get("verify", "size")
+        self.tp = None
+        if tp > 1:
+            self.tp = TensorParallelGroup(str(checkpoint_dir(args, params)), devices, dtype=dtype, verify=verify,
+                                          num_threads=threads, timeout_s=float(params.get("tp_timeout_s", "300")))
+            self.loaded = self.tp.loaded
+        else:
+            self.loaded = load_model(checkpoint_dir(args, params), dtype=DTYPES[dtype], verify=verify,
+                                     **({"device": devices[0]} if spread == 1 else {"devices": devices}))
         self.model, self.device = self.loaded.model, torch.device(devices[0])
-        tok = self.loaded.tokenizer
-        if self.loaded.family.name == "gpt":
-            self.end_id, self.pad_id, self.start_id = tok.eod_id, tok.eod_id, None
-        else:  # T5/mT5: framed as bignlp-train frames its examples
-            self.end_id = tok.eos_id if tok.eos_id is not None else tok.sep_id
-            self.pad_id = tok.pad_id if tok.pad_id is not None else 0
-            self.start_id = tok.bos_id if tok.bos_id is not None else tok.cls_id
-        self.tokenizer = tok
+        self.framing = Framing.of(self.loaded)
+        self.end_id, self.pad_id, self.start_id = self.framing.end_id, self.framing.pad_id, self.framing.start_id
+        self.tokenizer = self.loaded.tokenizer
+
+    def finalize(self):
+        if self.tp is not None:
+            self.tp.close()  # the workers told to exit and joined (killed after a bounded wait)
+            self.tp = None
 
     # --- requests → rows -------------------------------------------------------------------
     def _rows(self, index, request):
@@ -118,33 +120,9 @@ class TritonPythonModel:
     # --- generation ----------------------------------------------------------------------------
     def _generate(self, rows, on_step=None):
         """New tokens of each row (all rows share their sampling: greedy, or one request's settings)."""
-        first = rows[0]
-        produced = [[] for _ in rows]
-        done = [False] * len(rows)
-        steps = stream_generate(
-            self.model, [r.prompt for r in rows], max_new_tokens=max(r.max_new for r in rows), greedy=first.greedy,
-            temperature=first.temperature, top_k=first.top_k, top_p=first.top_p, seed=first.seed,
-            stop_token_ids=[self.end_id], pad_id=self.pad_id, vocab_size=self.loaded.vocab_size, device=self.device,
-            decoder_start_token_id=self.start_id)
-        for step in steps:
-            new = [None] * len(rows)
-            for i, token in enumerate(step):
-                if done[i]:
-                    continue
-                if token is None or token == self.end_id:
-                    done[i] = True
-                    continue
-                produced[i].append(token)
-                new[i] = token
-                row = rows[i]
-                if len(produced[i]) >= row.max_new or (
-                        row.stop_words and any(w in self.tokenizer.decode(produced[i]) for w in row.stop_words)):
-                    done[i] = True
-            if on_step is not None:
-                on_step(new)
-            if all(done):
-                break
-        return produced
+        if self.tp is not None:
+            return self.tp.generate(rows, self.framing, on_step)
+        return generate_rows(self.loaded, rows, self.framing, self.device, on_step)
 
     def execute(self, requests):
         rows, failed = [], {}
@@ -162,8 +140,14 @@ class TritonPythonModel:
             return self._execute_stream(requests, rows, groups, failed)
         produced = [None] * len(rows)
         for positions in groups.values():
-            for position, tokens in zip(positions, self._generate([rows[p] for p in positions])):
-                produced[position] = tokens
+            try:
+                for position, tokens in zip(positions, self._generate([rows[p] for p in positions])):
+                    produced[position] = tokens
+            except RuntimeError as exc:  # a tensor-parallel worker gone: these requests fail, with why
+                if self.tp is None:
+                    raise
+                for p in positions:
+                    failed.setdefault(rows[p].request, str(exc))
         responses = []
         for index in range(len(requests)):
             if index in failed:
@@ -188,7 +172,15 @@ class TritonPythonModel:
                     if any(mine):
                         senders[index].send(pb_utils.InferenceResponse(output_tensors=_outputs(mine)))
 
-            self._generate(group, on_step=send)
+            try:
+                self._generate(group, on_step=send)
+            except RuntimeError as exc:  # a tensor-parallel worker gone: these requests end with why
+                if self.tp is None:
+                    raise
+                for index in requests_here:
+                    if index not in failed:
+                        failed[index] = str(exc)
+                        senders[index].send(error(str(exc)), flags=final)
         for index in range(len(requests)):
             if index not in failed:
                 senders[index].send(flags=final)
