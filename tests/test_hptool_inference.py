@@ -1,9 +1,10 @@
-"""bignlp-hptool's inference search against the real Triton server: 2 batch sizes x 2 instance counts x PP 1, 2.
+"""bignlp-hptool's inference search against the real Triton server: 2 batch sizes x 2 instance counts x TP/PP.
 
 Each point is exported with ``bignlp-export triton``, served on free ports of 127.0.0.1 by ``bignlp-export
 serve`` (stopped by its PID), and measured with ``bignlp-export bench``; the CSV ranks the points within
 the latency limit by throughput. PP = 2 spreads each instance's layers over two devices (here both the CPU);
-TP = 2 is in the grid to show it is recorded, not measured.
+TP = 2 splits each instance's matrices over two processes (rank 0 in Triton's stub, one worker); TP = 2 with
+PP = 2 is recorded, not measured (an instance does one or the other).
 """
 
 from __future__ import annotations
@@ -39,16 +40,19 @@ def test_inference_search_writes_its_csv(tmp_path: Path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = list(csv.DictReader((logs / "inference" / "final_summary.csv").open()))
     measured = [r for r in rows if r["Status"] == "measured"]
-    assert sorted((r["PP"], r["Max Batch Size"], r["Instances"]) for r in measured) == [
-        (pp, b, k) for pp in "12" for b in "12" for k in "12"], rows
+    assert sorted((r["TP"], r["PP"], r["Max Batch Size"], r["Instances"]) for r in measured) == [
+        (tp, pp, b, k) for tp, pp in (("1", "1"), ("1", "2"), ("2", "1")) for b in "12" for k in "12"], rows
     for r in measured:
         assert float(r["Latency p90 (ms)"]) > 0 and float(r["Tokens per Second"]) > 0 and r["Within Latency"] == "True"
-    skipped = [r for r in rows if r["TP"] == "2"]
-    assert len(skipped) == 8 and all(r["Status"] == "not-measured" for r in skipped)
+    skipped = [r for r in rows if r["Status"] != "measured"]
+    assert len(skipped) == 4 and all(r["Status"] == "not-measured" and r["TP"] == r["PP"] == "2" and "not both" in
+                                     r["Reason"] for r in skipped), skipped
     tokens = [float(r["Tokens per Second per GPU"]) for r in measured]
     assert tokens == sorted(tokens, reverse=True)  # ranked by throughput
-    assert "top 8 within" in (logs / "inference" / "top_10_configs.log").read_text()
-    for point in (logs / "inference").glob("tp1_*"):  # every server was stopped through serve's SIGTERM path
+    assert "top 10 within" in (logs / "inference" / "top_10_configs.log").read_text()
+    for point in (logs / "inference").glob("tp*"):  # every server was stopped through serve's SIGTERM path
         assert "stopped" in (point / "serve.out").read_text(), point
     spread = (logs / "inference" / "tp1_pp2_bs1_i1" / "repo" / "gpt" / "config.pbtxt").read_text()
     assert 'key: "devices_per_instance" value: { string_value: "2" }' in spread
+    split = (logs / "inference" / "tp2_pp1_bs1_i1" / "repo" / "gpt" / "config.pbtxt").read_text()
+    assert 'key: "tensor_parallel_size" value: { string_value: "2" }' in split

@@ -37,7 +37,9 @@ def main() -> None:
                                   device=torch.device("cpu"))
     with torch.inference_mode():
         logits = decoding.start(tokens, mask, max_new_tokens=MAX_NEW).full_tensor()
-    torch.save({"greedy": greedy.tokens, "sampled": sampled.tokens, "logits": logits[:, :loaded.vocab_size],
+    dtypes = {str(p.dtype) for p in load_model_tp(checkpoint, mesh["tp"], dtype=torch.bfloat16).model.parameters()}
+    torch.save({"greedy": greedy.tokens, "bf16_dtypes": dtypes, "sampled": sampled.tokens,
+                "logits": logits[:, :loaded.vocab_size],
                 "model_vocab": loaded.model.cfg.vocab_size, "vocab": loaded.vocab_size},
                f"{out}.rank{dist.get_rank()}.pt")
     dist.destroy_process_group()

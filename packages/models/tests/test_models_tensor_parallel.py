@@ -72,6 +72,7 @@ def test_tp2_generation_equals_one_process(kind, tmp_path):
     for got in ranks:
         assert got["greedy"] == want.tokens
         assert got["model_vocab"] % 2 == 0 and got["vocab"] == loaded.vocab_size
+        assert got["bf16_dtypes"] == {"torch.bfloat16"}  # dtype= reaches every shard
         torch.testing.assert_close(got["logits"], logits, rtol=1e-5, atol=1e-5)
     assert ranks[0]["sampled"] == ranks[1]["sampled"]  # the same draws on every rank: lockstep
 

@@ -9,4 +9,4 @@ model before anything is launched, ranked by predicted throughput, the best ones
 short ``bignlp-train pretrain`` jobs. ``bignlp-hptool`` is the CLI over them.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -4,10 +4,12 @@ For every maximum batch size (``inference_settings.max_batch_sizes``) and instan
 ``inference_settings.instance_counts``) the checkpoint is exported (``bignlp-export triton``), served on
 free local ports (``bignlp-export serve``), measured with ``bignlp-export bench`` at ``input_seq_len`` /
 ``output_seq_len`` with as many concurrent clients as instances, each sending full batches, and the
-server is stopped (SIGTERM to its PID). A pipeline parallel size PP is served with each instance's layers
-spread over PP devices (``bignlp-export triton --pipeline-parallel``); tensor parallel sizes other than 1
-are recorded as not measured: an instance does not split its matrices over devices. A point within ``max_latency_ms``
-(p90) is admissible; the CSV ranks those by throughput per GPU (instances share one machine here).
+server is stopped (SIGTERM to its PID). A tensor parallel size TP is served with each instance's matrices
+split over TP devices, one process each (``bignlp-export triton --tensor-parallel``); a pipeline parallel
+size PP with each instance's layers spread over PP devices (``--pipeline-parallel``). An instance does one
+or the other: a point with both above 1 is recorded as not measured, with that reason; a TP that does not
+divide the model's heads fails at export, with export's reason. A point within ``max_latency_ms`` (p90) is
+admissible; the CSV ranks those by throughput per GPU (tokens/s over TP × PP; instances share one machine here).
 The tool runs the export stage as commands; it never imports it.
 """
 
@@ -78,7 +80,7 @@ def measure_point(point: Point, cfg: HPToolConfig, workdir: Path, log) -> None:
     tool = export_command()
     rc, last = _run([*tool, "triton", "--checkpoint", str(s.checkpoint), "--output", str(out_dir / "repo"),
                      "--max-batch-size", str(point.max_batch_size), "--instances", str(point.instances),
-                     "--pipeline-parallel", str(point.pp)],
+                     "--pipeline-parallel", str(point.pp), "--tensor-parallel", str(point.tp)],
                     log_path, 600)
     if rc != 0:
         point.status, point.reason = "failed", f"export: {last}"
@@ -132,8 +134,9 @@ def run_inference_search(cfg: HPToolConfig, logs: Path, log) -> dict:
     log(f"inference search: {len(points)} points ({s.input_seq_len} in / {s.output_seq_len} out, "
         f"latency limit {s.max_latency_ms:g} ms) in {root}")
     for p in points:
-        if p.tp != 1:
-            p.status, p.reason = "not-measured", "a served instance does not split its matrices over devices (TP 1)"
+        if p.tp > 1 and p.pp > 1:
+            p.status, p.reason = "not-measured", ("a served instance splits its matrices (TP) or spreads its layers "
+                                                  "(PP) over devices, not both")
             continue
         measure_point(p, cfg, root, log)
         log(f"  tp{p.tp}_pp{p.pp}_bs{p.max_batch_size}_i{p.instances}: {p.status}"
@@ -162,8 +165,8 @@ def run_inference_search(cfg: HPToolConfig, logs: Path, log) -> dict:
     os.replace(csv_path.with_suffix(".csv.tmp"), csv_path)
     best = [r for r in rows if r["Within Latency"]][: s.top_n]
     lines = [f"top {len(best)} within {s.max_latency_ms:g} ms (p90), by tokens/s per GPU:"]
-    lines += [f"{i:>2}. max batch {r['Max Batch Size']}, {r['Instances']} instance(s): p90 {r['Latency p90 (ms)']} ms, "
-              f"{r['Tokens per Second']} tokens/s" for i, r in enumerate(best, 1)]
+    lines += [f"{i:>2}. TP {r['TP']}, PP {r['PP']}, max batch {r['Max Batch Size']}, {r['Instances']} instance(s): "
+              f"p90 {r['Latency p90 (ms)']} ms, {r['Tokens per Second']} tokens/s" for i, r in enumerate(best, 1)]
     top = root / f"top_{s.top_n}_configs.log"
     atomic_write_text(top, "\n".join(lines) + "\n")
     log(f"inference csv: {csv_path}")

@@ -22,6 +22,8 @@ import dataclasses
 import os
 
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
@@ -107,6 +109,30 @@ def check_tp_size(cfg, tp: int) -> None:
             raise ValueError(f"tensor parallel size {tp} does not divide {field.name}={getattr(cfg, field.name)}")
 
 
+def _reduce_locally(module: nn.Linear, mesh: DeviceMesh) -> None:
+    """Run a row-parallel linear (after ``apply_tp``) on its local shard: y = all_reduce(x_r W_rᵀ) + b.
+
+    What ``RowwiseParallel`` computes, without DTensor's dispatch of the matmul. torch 2.13's DTensor
+    finds the sharding of ``F.linear`` on a 3-D row-parallel input through an uncached decomposition
+    (about 10 ms a call on a CPU, more than a tiny model's whole decoding step), and for a 2-D input
+    with a bias it all-gathers the input and the weight instead of summing partial results (measured).
+    The parameters stay DTensors (names, shapes, loading unchanged); the style's own input and output
+    hooks still run around this forward: its input arrives as a Shard(-1) DTensor of the local
+    activations, and a Replicate DTensor goes back, which the output hook returns as a plain tensor.
+    """
+    group = mesh.get_group()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        local = x.to_local() if isinstance(x, DTensor) else x
+        y = F.linear(local, module.weight.to_local())
+        dist.all_reduce(y, group=group)
+        if module.bias is not None:
+            y = y + module.bias.to_local()
+        return DTensor.from_local(y, mesh, [Replicate()], run_check=False)
+
+    module.forward = forward  # instance attribute: the style's hooks and the parameters stay the module's
+
+
 def load_model_tp(checkpoint: str | os.PathLike, tp_mesh: DeviceMesh, *, device: str | torch.device = "cpu",
                   dtype: torch.dtype = torch.float32, verify: str = "sha256"):
     """``load_model``, sharded over the 1-D tensor-parallel mesh ``tp_mesh`` (every rank of it calls this).
@@ -125,9 +151,11 @@ def load_model_tp(checkpoint: str | os.PathLike, tp_mesh: DeviceMesh, *, device:
     full = load_model(checkpoint, device="cpu", dtype=dtype, verify=verify)
     check_tp_size(full.config, tp)
     cfg = dataclasses.replace(full.config, vocab_size=-(-full.vocab_size // tp) * tp)
-    model = full.family.build_meta(cfg)
-    if tp > 1:
-        apply_tp(model, full.family, tp_mesh, sequence_parallel=False)
+    model = full.family.build_meta(cfg).to(dtype=dtype)  # as load_model's placement: every weight in dtype
+    apply_tp(model, full.family, tp_mesh, sequence_parallel=False)  # a 1-rank mesh too: one code path
+    for path, style in full.family.tensor_parallel_plan(model).items():
+        if style == "rowwise":
+            _reduce_locally(model.get_submodule(path), tp_mesh)
     model.to_empty(device=device)
     source = full.model.state_dict()
     with torch.no_grad():

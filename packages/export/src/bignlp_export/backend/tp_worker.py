@@ -153,6 +153,10 @@ class TensorParallelGroup:
     def __init__(self, checkpoint: str, devices: list[str], *, dtype: str, verify: str, num_threads: int = 0,
                  timeout_s: float = 300.0) -> None:
         self.devices, self.workers, self.broken = devices, [], None
+        if len(set(devices)) < len(devices) and any(d.startswith("cuda") for d in devices):
+            raise ValueError(f"tensor_parallel_size={len(devices)} needs {len(devices)} GPUs per instance, one per "
+                             f"rank; this instance would put two ranks on one ({', '.join(devices)}: "
+                             f"{torch.cuda.device_count()} visible)")
         port = _free_port()
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.path.basename(__file__))
         for rank in range(1, len(devices)):
