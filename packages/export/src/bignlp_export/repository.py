@@ -10,6 +10,9 @@ Layout (``REPO``)::
     ensemble_stream/ config.pbtxt, 1/                    the same through <name>_stream (gRPC streaming)
     export_config.yaml, manifest.json (kind triton-repository, written last)
 
+``<name>/1`` and ``<name>_stream/1`` also hold ``export_tp.py`` (backend/tp_worker.py): with
+``tensor_parallel`` N > 1 each instance starts N-1 workers from it (tensor parallelism).
+
 ``<name>/1/checkpoint`` is a weights-only model checkpoint written from the source (no optimizer
 state), in the weight dtype asked for: the repository needs nothing outside itself but the server's
 environment (tritonserver, torch and our libraries: ``make triton-env``).
