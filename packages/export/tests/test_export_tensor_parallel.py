@@ -8,6 +8,7 @@ leave no worker behind, and a worker that dies must fail requests with an error,
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,3 +178,52 @@ def json_summary(repo: Path) -> dict:
     from bignlp_contracts import read_manifest
 
     return read_manifest(repo, "triton-repository", verify="size").summary
+
+
+MID_BATCH = """
+import os, signal, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from tp_worker import Framing, Row, TensorParallelGroup
+
+group = TensorParallelGroup(sys.argv[2], ["cpu", "cpu"], dtype="fp32", verify="size", num_threads=1, timeout_s=60)
+framing = Framing.of(group.loaded)
+rows = [Row(0, [464, 3290], 60, True, 1.0, 1, 1.0, 0, []), Row(0, [15496], 60, True, 1.0, 1, 1.0, 0, [])]
+steps = []
+assert len(group.generate(rows, framing, on_step=steps.append)[0]) == 60
+victim = group.pids[0]
+steps.clear()
+threading.Thread(target=lambda: (time.sleep(0.3), os.kill(victim, signal.SIGKILL)), daemon=True).start()
+started = time.monotonic()
+try:
+    group.generate(rows, framing, on_step=steps.append)
+    print("NO ERROR")
+except RuntimeError as exc:
+    print(f"ERROR after {len(steps)} steps, {time.monotonic() - started:.1f} s: {exc}")
+started = time.monotonic()
+try:
+    group.generate(rows, framing)
+except RuntimeError as exc:
+    print(f"AGAIN after {time.monotonic() - started:.1f} s: {exc}")
+group.close()
+print("victim", victim)
+"""
+
+
+def test_a_worker_killed_mid_batch_fails_it_with_an_error_not_a_hang(gpt_checkpoint, tmp_path):
+    """Rank 0's side alone (no Triton): a worker killed while a 60-step generation is under way."""
+    from bignlp_export.repository import BACKEND
+
+    script = tmp_path / "mid_batch.py"
+    script.write_text(MID_BATCH)
+    shutil.copyfile(BACKEND / "tp_worker.py", tmp_path / "tp_worker.py")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path), str(gpt_checkpoint)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    victim = lines[-1].split()[1]
+    error = next(line for line in lines if line.startswith("ERROR"))
+    assert f"tensor-parallel worker rank 1 (pid {victim}) exited with code -9" in error, out.stdout
+    assert float(error.split(", ")[1].split()[0]) < 30, error  # the collective failed, it did not wait its timeout
+    assert int(error.split()[2]) < 60  # mid-batch
+    again = next(line for line in lines if line.startswith("AGAIN"))
+    assert f"pid {victim}" in again and float(again.split()[2]) < 1

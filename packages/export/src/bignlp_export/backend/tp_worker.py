@@ -216,8 +216,11 @@ class TensorParallelGroup:
                 worker.stdin.flush()
             return generate_rows(self.loaded, rows, framing, torch.device(self.devices[0]), on_step)
         except Exception as exc:  # a worker gone mid-batch: the collective or the pipe fails
-            time.sleep(0.5)  # let a dying worker's exit be seen
-            self.broken = self.broken or f"tensor-parallel generation failed ({type(exc).__name__}: {exc})"
+            deadline = time.monotonic() + 2.0  # a dying worker's exit, to name it
+            while time.monotonic() < deadline and all(w.poll() is None for w in self.workers):
+                time.sleep(0.05)
+            self.check()  # raises naming the worker that exited, if one did
+            self.broken = f"tensor-parallel generation failed ({type(exc).__name__}: {exc})"
             self.check()
             raise
 
