@@ -24,7 +24,7 @@ TRITON_STAMP := $(TRITON_VENV)/.bignlp-triton
 
 help: ## list the targets
 	@echo "BigNLP — raw text to a trained, evaluated and served GPT, T5 or mT5; one CLI per stage"
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install every package editable (idempotent)
 
