@@ -13,7 +13,7 @@ import click
 from bignlp_contracts import ConfigError, InputError, exit_on_error, resolve_checkpoint, to_dict
 
 from . import __version__
-from .config import DTYPES, check_parallel, load_export_config, shipped_configs
+from .config import DTYPES, load_export_config, shipped_configs
 
 PROG = "bignlp-export"
 
@@ -98,7 +98,6 @@ def triton_command(config_name, checkpoint, output, model_name, max_batch_size, 
         t = cfg.triton_deployment
         tensor_parallel = tensor_parallel or cfg.model.tensor_model_parallel_size
         pipeline_parallel = pipeline_parallel or t.pipeline_model_parallel_size
-        check_parallel(tensor_parallel, pipeline_parallel)
         if checkpoint is None:
             if not cfg.model.checkpoint_path:
                 raise ConfigError("no checkpoint to export", hint="give --checkpoint DIR (or --config with "

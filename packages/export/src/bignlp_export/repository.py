@@ -38,6 +38,7 @@ from bignlp_contracts import (
 from bignlp_contracts.kinds import TRITON_REPOSITORY
 
 from . import __version__
+from .config import check_parallel
 from .pbtxt import Settings, ensemble_config, generator_config, tokenizer_config
 
 BACKEND = Path(__file__).parent / "backend"
@@ -78,10 +79,7 @@ def export_repository(checkpoint: str | Path, output: str | Path, *, model_name:
     if max_batch_size < 1 or instances < 1 or pipeline_parallel < 1 or tensor_parallel < 1:
         raise ConfigError(f"max_batch_size={max_batch_size}, instances={instances}, pipeline_parallel="
                           f"{pipeline_parallel}, tensor_parallel={tensor_parallel}: each must be at least 1")
-    if tensor_parallel > 1 and pipeline_parallel > 1:
-        raise ConfigError(f"tensor_parallel={tensor_parallel} with pipeline_parallel={pipeline_parallel}: an "
-                          "instance splits its matrices or spreads its layers, not both",
-                          hint="set one of them to 1")
+    check_parallel(tensor_parallel, pipeline_parallel)
     if instance_kind not in INSTANCE_KINDS:
         raise ConfigError(f"instance kind {instance_kind!r}: expected one of {', '.join(INSTANCE_KINDS)}")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):

@@ -35,6 +35,7 @@ from datetime import timedelta
 
 import torch
 
+from bignlp_contracts.launch import free_port
 from bignlp_models import stream_generate
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -116,14 +117,6 @@ def _python() -> str:
     return candidate if os.path.exists(candidate) else (shutil.which("python3") or sys.executable)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _join_group(rank: int, world: int, port: int, device: str, timeout_s: float):
     """Join the group (gloo on the CPU; gloo for CPU tensors and NCCL for CUDA ones on a GPU); the "tp" mesh."""
     import torch.distributed as dist
@@ -157,7 +150,7 @@ class TensorParallelGroup:
             raise ValueError(f"tensor_parallel_size={len(devices)} needs {len(devices)} GPUs per instance, one per "
                              f"rank; this instance would put two ranks on one ({', '.join(devices)}: "
                              f"{torch.cuda.device_count()} visible)")
-        port = _free_port()
+        port = free_port()
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.path.basename(__file__))
         for rank in range(1, len(devices)):
             cmd = [_python(), script, "--checkpoint", str(checkpoint), "--rank", str(rank), "--world",
