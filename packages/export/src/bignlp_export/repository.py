@@ -38,13 +38,12 @@ from bignlp_contracts import (
 from bignlp_contracts.kinds import TRITON_REPOSITORY
 
 from . import __version__
-from .config import check_parallel
+from .config import DTYPES, check_parallel
 from .pbtxt import Settings, ensemble_config, generator_config, tokenizer_config
 
 BACKEND = Path(__file__).parent / "backend"
 COMMON = "export_common.py"
 TP_WORKER = "export_tp.py"  # tensor parallelism's worker and rank 0's side of it (backend/tp_worker.py)
-DTYPES = ("fp32", "fp16", "bf16")
 INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_MODEL"}
 
 
