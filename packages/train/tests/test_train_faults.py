@@ -76,10 +76,20 @@ def command(dataset, run_dir: Path, *extra: str) -> list[str]:
     return ["pretrain", "--config", "gpt3/tiny-cpu", *tiny_overrides(dataset, run_dir, *FAULTS, *extra)]
 
 
+def same_threads_env() -> dict[str, str]:
+    """This environment with torch's thread count pinned to this process's: the runs are compared bit for bit,
+    with each other and with runs made in this process (test_train_run_dir), and a float sum split over another
+    number of threads rounds differently (other packages' conftests set 2 threads here, whatever
+    OMP_NUM_THREADS says)."""
+    import torch
+
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def pretrain(dataset, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """``python -m bignlp_train pretrain ...``, which must succeed."""
     out = subprocess.run([sys.executable, "-m", "bignlp_train", *command(dataset, run_dir, *extra)],
-                         capture_output=True, text=True, timeout=120)
+                         env=same_threads_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -87,7 +97,7 @@ def pretrain(dataset, run_dir: Path, *extra: str) -> subprocess.CompletedProcess
 def start_with_fault(dataset, run_dir: Path, mode: str, step: int, *extra: str,
                      env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start the same command through ``HOOK``, in its own process group (``env``: more variables)."""
-    env = {**os.environ, "FAULT_MODE": mode, "FAULT_STEP": str(step), **(env or {})}
+    env = {**same_threads_env(), "FAULT_MODE": mode, "FAULT_STEP": str(step), **(env or {})}
     return subprocess.Popen([sys.executable, "-c", HOOK, *command(dataset, run_dir, *extra)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
